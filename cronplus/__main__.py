@@ -1,0 +1,5 @@
+"""``python -m cronplus``: the same as the ``cronplus`` command."""
+
+from cronplus.cli import main
+
+main()

@@ -1,0 +1,90 @@
+"""The clock: the one place cronplus reads the time or sleeps.
+
+Everything that decides takes ``now`` as an argument; the engine and the daemon get a
+``Clock`` and ask it. ``SystemClock`` is the real one; ``FakeClock`` is moved by hand (or
+jumps to whatever instant it is asked to sleep until), so tests need no patching.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """Wall time for deciding, monotonic time for measuring, and a sleep."""
+
+    def now(self) -> datetime:
+        """The wall clock, as an aware UTC datetime."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never jumps (and does not count suspend)."""
+        ...
+
+    async def sleep_until(self, instant: datetime, *, max_seconds: float) -> None:
+        """Sleep until ``instant`` by the wall clock, but never longer than ``max_seconds``.
+
+        The wall clock can jump while we sleep (NTP, suspend), so callers re-read ``now()``
+        afterwards instead of assuming they woke on time.
+        """
+        ...
+
+
+class SystemClock:
+    """The host's clocks."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep_until(self, instant: datetime, *, max_seconds: float) -> None:
+        delay = (instant - self.now()).total_seconds()
+        await asyncio.sleep(min(max(delay, 0.0), max_seconds))
+
+
+class FakeClock:
+    """A clock that only moves when told to, or when somebody sleeps on it.
+
+    ``sleep_until`` jumps the clock forward to the instant asked for (capped at
+    ``max_seconds``), so a retry policy of hours runs in microseconds.
+    """
+
+    def __init__(self, start: datetime) -> None:
+        if start.tzinfo is None:
+            raise ValueError("FakeClock needs an aware datetime")
+        self._now = start.astimezone(UTC)
+        self._monotonic = 1000.0
+        self.sleeps: list[float] = []
+        """Every sleep asked for, in seconds, for tests that check the wake-up plan."""
+
+    def now(self) -> datetime:
+        return self._now
+
+    def monotonic(self) -> float:
+        return self._monotonic
+
+    def advance(self, delta: timedelta) -> None:
+        """Time passes normally: wall and monotonic clocks move together."""
+        if delta < timedelta(0):
+            raise ValueError("advance() moves forward; use step() for a clock set backwards")
+        self._now += delta
+        self._monotonic += delta.total_seconds()
+
+    def step(self, delta: timedelta) -> None:
+        """The wall clock is set (NTP step, an operator's `date -s`); monotonic time is not."""
+        self._now += delta
+
+    def suspend(self, delta: timedelta) -> None:
+        """The host sleeps: wall time passes, the monotonic clock stands still."""
+        self.step(delta)
+
+    async def sleep_until(self, instant: datetime, *, max_seconds: float) -> None:
+        delay = min(max((instant - self._now).total_seconds(), 0.0), max_seconds)
+        self.sleeps.append(delay)
+        self.advance(timedelta(seconds=delay))
+        await asyncio.sleep(0)
