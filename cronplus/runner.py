@@ -1,0 +1,551 @@
+"""Running one attempt of a job as a subprocess: its process group, timeout and output.
+
+The only module that starts processes (DESIGN section 4). The engine calls ``start`` once
+per attempt; retries, history and logging are the engine's.
+
+How an attempt runs:
+
+- ``subprocess.Popen`` with ``start_new_session=True``: the attempt is a session and a
+  process group whose id is the child's pid, so signals reach its grandchildren too.
+  Not asyncio's subprocess machinery: on 3.11 its child watcher costs a thread per child
+  and halves the start rate (``bench/bench_spawn.py``).
+- stdout and stderr are our own pipes, read non-blocking with ``loop.add_reader`` into a
+  bounded head + tail buffer per stream (``Command.output_limit`` bytes each end).
+- The exit is learned from a pidfd (Linux 5.3+) watched with ``add_reader``; where there
+  is none (macOS, an old kernel, a seccomp filter) a thread per child blocks in
+  ``waitpid``. Either way ``Popen`` reaps the child, so nothing else in the daemon may
+  reap children with ``waitpid(-1)``.
+- Every delay is the loop's monotonic time (``loop.call_later``), never the wall clock.
+
+Ending an attempt (a timeout, or ``terminate()``): SIGTERM to the group, SIGKILL to the
+group after the grace. Once the main child has exited, the result waits until the group
+is empty or the grace is over (then SIGKILL), so nothing of a stopped attempt outlives
+its result. A normal attempt's background children are left alone: the result comes when
+the main child has exited and both pipes are closed, or ``drain_grace`` after the exit,
+when we stop reading and close our ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from cronplus.model import Job, Outcome, Slot, iso_utc
+
+DEFAULT_OUTPUT_LIMIT = 64 * 1024
+"""Bytes kept at the head and at the tail of each stream, by default."""
+DEFAULT_DRAIN_GRACE = 0.5
+"""Seconds we keep reading after the main child's exit while a grandchild holds a pipe."""
+STDERR_TAIL_LINES = 20
+STDERR_TAIL_BYTES = 4096
+CONTROL_VARIABLES = frozenset({"NOTIFY_SOCKET"})
+"""The daemon's own service-manager variables, never passed on to a job."""
+CONTROL_PREFIXES = ("WATCHDOG_", "LISTEN_")
+
+_READ_SIZE = 64 * 1024  # a Linux pipe holds 64 KiB, so one read empties it
+_GROUP_POLL = 0.05  # seconds between "is the stopped group empty yet?" checks
+
+
+@dataclass(frozen=True, kw_only=True)
+class Command:
+    """Everything needed to start one attempt; ``env`` is the complete environment."""
+
+    argv: tuple[str, ...]
+    workdir: Path
+    env: Mapping[str, str]
+    timeout: float | None
+    """Seconds the attempt may run, or ``None`` for no limit."""
+    kill_grace: float
+    """Seconds between SIGTERM and SIGKILL when the attempt is stopped."""
+    success_codes: frozenset[int]
+    output_limit: int = DEFAULT_OUTPUT_LIMIT
+
+    def __post_init__(self) -> None:
+        if not self.argv:
+            raise ValueError("Command.argv: expected at least the program name, got ()")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ValueError(
+                f"Command.timeout for {self.argv[0]!r}: expected seconds > 0 or None, "
+                f"got {self.timeout!r}"
+            )
+        if not self.kill_grace >= 0:
+            raise ValueError(
+                f"Command.kill_grace for {self.argv[0]!r}: expected seconds >= 0, "
+                f"got {self.kill_grace!r}"
+            )
+        if self.output_limit < 0:
+            raise ValueError(
+                f"Command.output_limit for {self.argv[0]!r}: expected bytes >= 0, "
+                f"got {self.output_limit!r}"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProcessResult:
+    """How one attempt ended, as the runner saw it."""
+
+    outcome: Outcome
+    """SUCCEEDED, FAILED, TIMED_OUT or KILLED (KILLED also when ``terminate()`` stopped it)."""
+    exit_code: int | None
+    signal: int | None
+    duration_s: float
+    """From the spawn to the main child's exit, on the monotonic clock."""
+    pid: int | None
+    stdout: bytes
+    """Head + ``b"\\n[... N bytes dropped ...]\\n"`` + tail when the output was cut."""
+    stderr: bytes
+    reason: str = ""
+
+    @property
+    def stderr_tail(self) -> str:
+        """The last 20 lines (at most 4 KiB) of stderr, decoded with replacement."""
+        return tail_text(self.stderr)
+
+    @property
+    def stdout_tail(self) -> str:
+        """The last 20 lines (at most 4 KiB) of stdout, decoded with replacement."""
+        return tail_text(self.stdout)
+
+
+def tail_text(
+    data: bytes, *, lines: int = STDERR_TAIL_LINES, max_bytes: int = STDERR_TAIL_BYTES
+) -> str:
+    """The end of some output as text; bytes that are not UTF-8 become U+FFFD."""
+    chunk = data[-max_bytes:]
+    if len(data) > max_bytes:
+        # The cut may land inside a UTF-8 sequence: drop its continuation bytes rather than
+        # start the text with a replacement character.
+        skip = 0
+        while skip < min(3, len(chunk)) and 0x80 <= chunk[skip] <= 0xBF:
+            skip += 1
+        chunk = chunk[skip:]
+    text = chunk.decode("utf-8", errors="replace").rstrip("\n")
+    return "\n".join(text.split("\n")[-lines:])
+
+
+# --- building a command from a job -----------------------------------------------------
+
+
+def is_control_variable(name: str) -> bool:
+    """Whether ``name`` belongs to the daemon's service manager (systemd) and not to jobs."""
+    return name in CONTROL_VARIABLES or name.startswith(CONTROL_PREFIXES)
+
+
+def job_environment(base: Mapping[str, str], job: Job, slot: Slot, attempt: int) -> dict[str, str]:
+    """The daemon's environment minus its control variables, plus the job's, plus ours.
+
+    A job's own ``env`` may set anything, even a control variable, but not the
+    ``CRONPLUS_*`` variables: those are always cronplus's.
+    """
+    if attempt < 1:
+        raise ValueError(
+            f"job_environment for job {job.name!r}: attempt must be >= 1, got {attempt}"
+        )
+    env = {name: value for name, value in base.items() if not is_control_variable(name)}
+    env.update(job.env)
+    env["CRONPLUS_JOB"] = job.name
+    env["CRONPLUS_SCHEDULED_AT"] = iso_utc(slot.scheduled_at)
+    env["CRONPLUS_ATTEMPT"] = str(attempt)
+    env["CRONPLUS_RUN_ID"] = slot.run_id
+    return env
+
+
+def command_for(job: Job, slot: Slot, attempt: int, base_env: Mapping[str, str]) -> Command:
+    """The command for one attempt of ``job`` at ``slot``."""
+    return Command(
+        argv=job.argv,
+        workdir=job.workdir,
+        env=job_environment(base_env, job, slot, attempt),
+        timeout=None if job.timeout is None else job.timeout.total_seconds(),
+        kill_grace=job.kill_grace.total_seconds(),
+        success_codes=job.success_codes,
+    )
+
+
+# --- output ----------------------------------------------------------------------------
+
+
+class _Capture:
+    """The first and last ``limit`` bytes of a stream, and how many were seen in all."""
+
+    __slots__ = ("_head", "_limit", "_tail", "_total")
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._head = bytearray()
+        self._tail = bytearray()
+        self._total = 0
+
+    def feed(self, data: bytes) -> None:
+        self._total += len(data)
+        room = self._limit - len(self._head)
+        if room > 0:
+            self._head += data[:room]
+            if len(data) <= room:
+                return
+            data = data[room:]
+        self._tail += data
+        # Trim only once the tail has doubled, so each byte is moved O(1) times.
+        if len(self._tail) > 2 * self._limit:
+            del self._tail[: len(self._tail) - self._limit]
+
+    def value(self) -> bytes:
+        tail = self._tail[max(0, len(self._tail) - self._limit) :]
+        dropped = self._total - len(self._head) - len(tail)
+        if dropped == 0:
+            return bytes(self._head + tail)
+        return bytes(self._head) + f"\n[... {dropped} bytes dropped ...]\n".encode() + bytes(tail)
+
+
+# --- learning of the exit --------------------------------------------------------------
+
+ExitWatcher = Callable[
+    [asyncio.AbstractEventLoop, subprocess.Popen[bytes], Callable[[], None]], None
+]
+"""Calls ``on_exit`` on the loop once ``popen`` has exited and been reaped."""
+
+
+def watch_exit_pidfd(
+    loop: asyncio.AbstractEventLoop, popen: subprocess.Popen[bytes], on_exit: Callable[[], None]
+) -> None:
+    """A pidfd becomes readable when the process exits: no thread, no SIGCHLD handler."""
+    try:
+        pidfd = os.pidfd_open(popen.pid)
+    except OSError:
+        # A kernel before 5.3 or a seccomp filter that forbids the call.
+        watch_exit_thread(loop, popen, on_exit)
+        return
+
+    def readable() -> None:
+        if popen.poll() is None:
+            return
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        on_exit()
+
+    loop.add_reader(pidfd, readable)
+
+
+def watch_exit_thread(
+    loop: asyncio.AbstractEventLoop, popen: subprocess.Popen[bytes], on_exit: Callable[[], None]
+) -> None:
+    """The portable fallback (macOS): one thread per child, blocked in ``waitpid``."""
+
+    def wait() -> None:
+        popen.wait()
+        # A closed loop means nobody is waiting for this result any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(on_exit)
+
+    threading.Thread(target=wait, name=f"cronplus-wait-{popen.pid}", daemon=True).start()
+
+
+_watch_exit: ExitWatcher = watch_exit_pidfd if hasattr(os, "pidfd_open") else watch_exit_thread
+
+
+# --- starting --------------------------------------------------------------------------
+
+
+def _spawn(command: Command, workdir: str) -> tuple[subprocess.Popen[bytes], int, int]:
+    """Start the child on two fresh pipes; return it and the read ends, non-blocking."""
+    out_read, out_write = os.pipe()
+    try:
+        err_read, err_write = os.pipe()
+    except OSError:
+        for fd in (out_read, out_write):
+            os.close(fd)
+        raise
+    try:
+        popen = subprocess.Popen(
+            command.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out_write,
+            stderr=err_write,
+            cwd=workdir,
+            env=command.env,
+            start_new_session=True,
+        )
+    except BaseException:
+        os.close(out_read)
+        os.close(err_read)
+        raise
+    finally:
+        # The child has its copies; ours must go or we would never see end-of-file.
+        os.close(out_write)
+        os.close(err_write)
+    os.set_blocking(out_read, False)
+    os.set_blocking(err_read, False)
+    return popen, out_read, err_read
+
+
+def spawn_failure_reason(error: OSError, program: str, workdir: str) -> str:
+    """Why a command could not be started, in the words an operator searches for."""
+    # Popen reports a failed chdir with the workdir as the file name.
+    if error.filename == workdir:
+        if isinstance(error, FileNotFoundError):
+            return f"workdir does not exist: {workdir}"
+        if isinstance(error, NotADirectoryError):
+            return f"workdir is not a directory: {workdir}"
+        if isinstance(error, PermissionError):
+            return f"permission denied: workdir {workdir}"
+        return f"cannot enter workdir {workdir}: {error.strerror}"
+    if isinstance(error, FileNotFoundError):
+        if "/" in program and os.path.exists(os.path.join(workdir, program)):
+            return f"cannot run {program}: its #! interpreter was not found"
+        return f"command not found: {program}"
+    if isinstance(error, PermissionError):
+        return f"permission denied: {program}"
+    return f"cannot start {program}: {error.strerror or error}"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+class _Stop(Enum):
+    """Why cronplus stopped the main child, if it did."""
+
+    NONE = "none"
+    """It ran until it ended by itself."""
+    TIMEOUT = "timeout"
+    """It ran past ``Command.timeout``."""
+    TERMINATE = "terminate"
+    """``RunningProcess.terminate()`` was called (overlap ``replace``, shutdown)."""
+
+
+class RunningProcess:
+    """One attempt in flight, made by ``Runner.start``; ``wait()`` gives its result."""
+
+    def __init__(
+        self,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        command: Command,
+        on_done: Callable[[RunningProcess], None],
+    ) -> None:
+        self.command = command
+        self.pid: int | None = None
+        self._loop = loop
+        self._on_done = on_done
+        self._future: asyncio.Future[ProcessResult] = loop.create_future()
+        self._started = loop.time()
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._stdout = _Capture(command.output_limit)
+        self._stderr = _Capture(command.output_limit)
+        self._open: dict[int, _Capture] = {}
+        self._drain_grace = 0.0
+        self._exited_at: float | None = None
+        self._stop = _Stop.NONE
+        self._stopping = False
+        self._group_killed = False
+        self._kill_at: float | None = None
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+
+    @property
+    def done(self) -> bool:
+        return self._future.done()
+
+    async def wait(self) -> ProcessResult:
+        # Shielded: a waiter that is cancelled must not cancel the result for the others.
+        return await asyncio.shield(self._future)
+
+    def terminate(self, grace: float) -> None:
+        """SIGTERM the group, SIGKILL it after ``grace`` seconds; calling again may only
+        bring the SIGKILL closer."""
+        if self.done or self._popen is None:
+            return
+        if not self._stopping:
+            self._begin_stop(_Stop.TERMINATE, grace)
+        elif self._kill_at is not None and self._loop.time() + grace < self._kill_at:
+            self._schedule_kill(grace)
+
+    # --- life cycle (called by Runner.start and by the loop) -------------------------
+
+    def _attach(self, popen: subprocess.Popen[bytes], fds: tuple[int, int], grace: float) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+        self._drain_grace = grace
+        self._open = {fds[0]: self._stdout, fds[1]: self._stderr}
+        for fd in fds:
+            self._loop.add_reader(fd, self._on_readable, fd)
+        _watch_exit(self._loop, popen, self._on_exit)
+        if self.command.timeout is not None:
+            self._timers["timeout"] = self._loop.call_later(self.command.timeout, self._on_timeout)
+
+    def _fail(self, reason: str) -> None:
+        self._finish(
+            ProcessResult(
+                outcome=Outcome.FAILED,
+                exit_code=None,
+                signal=None,
+                duration_s=self._loop.time() - self._started,
+                pid=None,
+                stdout=b"",
+                stderr=b"",
+                reason=reason,
+            )
+        )
+
+    def _on_readable(self, fd: int) -> None:
+        try:
+            data = os.read(fd, _READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""  # EIO and the like: nothing more will come from this pipe
+        if data:
+            self._open[fd].feed(data)
+            return
+        self._close_pipe(fd)
+        self._settle()
+
+    def _close_pipe(self, fd: int) -> None:
+        self._loop.remove_reader(fd)
+        os.close(fd)
+        del self._open[fd]
+
+    def _on_exit(self) -> None:
+        self._exited_at = self._loop.time()
+        self._cancel("timeout")
+        if self._open:
+            # A background child may hold the pipes for hours; give it a moment, then let go.
+            self._timers["drain"] = self._loop.call_later(self._drain_grace, self._stop_reading)
+        self._settle()
+
+    def _stop_reading(self) -> None:
+        for fd in list(self._open):
+            self._close_pipe(fd)
+        self._settle()
+
+    def _on_timeout(self) -> None:
+        assert self.command.timeout is not None
+        self._begin_stop(_Stop.TIMEOUT, self.command.kill_grace)
+
+    def _begin_stop(self, why: _Stop, grace: float) -> None:
+        # After the main child's exit the group's leftovers are still stopped, but the
+        # outcome is the one the main child earned by itself.
+        if self._exited_at is None:
+            self._stop = why
+        self._stopping = True
+        self._signal_group(signal.SIGTERM)
+        self._schedule_kill(grace)
+
+    def _schedule_kill(self, grace: float) -> None:
+        self._cancel("kill")
+        self._kill_at = self._loop.time() + grace
+        self._timers["kill"] = self._loop.call_later(grace, self._kill_group)
+
+    def _kill_group(self) -> None:
+        self._signal_group(signal.SIGKILL)
+        self._group_killed = True
+        self._settle()
+
+    def _signal_group(self, number: int) -> None:
+        assert self.pid is not None
+        # Gone already is fine; EPERM is what macOS answers for a group of zombies.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, number)
+
+    def _group_alive(self) -> bool:
+        assert self.pid is not None
+        try:
+            os.killpg(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def _settle(self) -> None:
+        """Finish once the main child has exited, the pipes are closed and, for a stopped
+        attempt, the group is empty or SIGKILLed."""
+        if self.done or self._exited_at is None or self._open:
+            return
+        if self._stopping and not self._group_killed and self._group_alive():
+            self._cancel("poll")
+            self._timers["poll"] = self._loop.call_later(_GROUP_POLL, self._settle)
+            return
+        self._finish(self._result())
+
+    def _result(self) -> ProcessResult:
+        assert self._popen is not None and self._exited_at is not None
+        code = self._popen.returncode
+        outcome, reason = _judge(code, self._stop, self.command)
+        return ProcessResult(
+            outcome=outcome,
+            exit_code=code if code >= 0 else None,
+            signal=-code if code < 0 else None,
+            duration_s=self._exited_at - self._started,
+            pid=self.pid,
+            stdout=self._stdout.value(),
+            stderr=self._stderr.value(),
+            reason=reason,
+        )
+
+    def _finish(self, result: ProcessResult) -> None:
+        for name in list(self._timers):
+            self._cancel(name)
+        self._future.set_result(result)
+        self._on_done(self)
+
+    def _cancel(self, timer: str) -> None:
+        handle = self._timers.pop(timer, None)
+        if handle is not None:
+            handle.cancel()
+
+
+def _judge(code: int, stop: _Stop, command: Command) -> tuple[Outcome, str]:
+    """The outcome of an exit status (``Popen.returncode``: negative for a signal)."""
+    ended = f"; ended by {_signal_name(-code)}" if code < 0 else f"; exited with {code}"
+    if stop is _Stop.TIMEOUT:
+        return Outcome.TIMED_OUT, f"timed out after {command.timeout:g}s{ended}"
+    if stop is _Stop.TERMINATE:
+        return Outcome.KILLED, f"terminated by cronplus{ended}"
+    if code < 0:
+        return Outcome.KILLED, f"killed by {_signal_name(-code)}"
+    if code in command.success_codes:
+        return Outcome.SUCCEEDED, ""
+    return Outcome.FAILED, f"exit code {code} is not a success code"
+
+
+class Runner:
+    """Starts attempts and knows which of them are still alive."""
+
+    def __init__(self, *, drain_grace: float = DEFAULT_DRAIN_GRACE) -> None:
+        if not drain_grace >= 0:
+            raise ValueError(f"Runner drain_grace: expected seconds >= 0, got {drain_grace!r}")
+        self._drain_grace = drain_grace
+        self._alive: dict[RunningProcess, None] = {}  # a set that keeps start order
+
+    def start(self, command: Command) -> RunningProcess:
+        """Spawn ``command`` now (needs a running loop); a spawn that fails gives an
+        already finished ``FAILED`` process, never an exception."""
+        loop = asyncio.get_running_loop()
+        process = RunningProcess(loop=loop, command=command, on_done=self._forget)
+        workdir = os.fspath(command.workdir)
+        try:
+            popen, out_fd, err_fd = _spawn(command, workdir)
+        except OSError as error:
+            process._fail(spawn_failure_reason(error, command.argv[0], workdir))
+            return process
+        self._alive[process] = None
+        process._attach(popen, (out_fd, err_fd), self._drain_grace)
+        return process
+
+    def running(self) -> list[RunningProcess]:
+        """The attempts still alive, oldest first (for shutdown)."""
+        return list(self._alive)
+
+    def _forget(self, process: RunningProcess) -> None:
+        self._alive.pop(process, None)
