@@ -365,7 +365,8 @@ class SqliteStore:
     def _checked(path: Path, db: sqlite3.Connection) -> sqlite3.Connection:
         """Read the schema version first: a broken file fails here, before any write."""
         try:
-            version = _user_version(db)
+            version = _user_version(db)  # from the header; the schema read parses page 1
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.Error as error:
             db.close()
             raise _open_error(path, error) from error
