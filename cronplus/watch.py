@@ -104,17 +104,20 @@ def _snapshot(path: Path) -> _Snapshot:
             here = entry
         else:
             spots.add((here, name))
-            identity = _Identity(
-                target=entry,
-                links=tuple(links),
-                device=info.st_dev,
-                inode=info.st_ino,
-                size=info.st_size,
-                mtime_ns=info.st_mtime_ns,
-            )
-            return _Snapshot(identity=identity, spots=frozenset(spots))
+            return _Snapshot(identity=_identity(entry, links, info), spots=frozenset(spots))
     # Only a path that is a folder (or "/") ends here; it names no file.
     return _Snapshot(identity=None, spots=frozenset(spots))
+
+
+def _identity(target: str, links: list[str], info: os.stat_result) -> _Identity:
+    return _Identity(
+        target=target,
+        links=tuple(links),
+        device=info.st_dev,
+        inode=info.st_ino,
+        size=info.st_size,
+        mtime_ns=info.st_mtime_ns,
+    )
 
 
 def _follow(here: str, text: str, pending: list[str]) -> str:
@@ -322,8 +325,12 @@ class ConfigWatcher:
         assert libc is not None
         watches: dict[int, set[str]] = {}
         for directory, name in spots:
+            try:
+                wd = libc.add_watch(self._fd, directory)
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # gone since the snapshot: the next snapshot in _arm differs
             # Two spellings of one folder get one wd from the kernel, so names are merged.
-            watches.setdefault(libc.add_watch(self._fd, directory), set()).add(name)
+            watches.setdefault(wd, set()).add(name)
         for wd in self._watches.keys() - watches.keys():
             libc.rm_watch(self._fd, wd)
         self._watches = {wd: frozenset(names) for wd, names in watches.items()}
@@ -333,7 +340,10 @@ class ConfigWatcher:
             buffer = os.read(self._fd, _READ_SIZE)
         except BlockingIOError:
             return
-        if any(self._matters(event) for event in _parse_events(buffer)):
+        relevant = False
+        for event in _parse_events(buffer):
+            relevant |= self._matters(event)  # no short cut: _matters forgets dropped watches
+        if relevant:
             self._event_seen()
 
     def _matters(self, event: _Event) -> bool:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import resource
 import shutil
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -366,6 +369,63 @@ def test_it_polls_when_inotify_cannot_be_set_up(
     with caplog.at_level(logging.WARNING, logger="cronplus.watch"):
         run(scenario)
     assert [str(path) in record.getMessage() for record in caplog.records] == [True]
+
+
+UNWATCHABLE_CHILD = """
+import asyncio, json, os, sys
+from pathlib import Path
+from cronplus.watch import ConfigWatcher
+
+async def reach(seen: list[str], count: int) -> None:
+    for _ in range(200):
+        if len(seen) >= count:
+            return
+        await asyncio.sleep(0.01)
+
+async def main() -> None:
+    root = Path(sys.argv[1])
+    seen = []
+    watcher = ConfigWatcher(
+        root / "crontab.yaml",
+        on_change=lambda: seen.append(watcher.kind),
+        settle=0.05,
+        poll_interval=0.05,
+    )
+    watcher.start()
+    started = watcher.kind
+    (root / "tmp-link").symlink_to("locked/b.yaml")
+    os.replace(root / "tmp-link", root / "crontab.yaml")
+    await reach(seen, 1)
+    (root / "locked" / "b.yaml").write_text("jobs:\\n  backup: {}\\n")
+    await reach(seen, 2)
+    watcher.close()
+    print(json.dumps({"started": started, "seen": seen, "reason": watcher.fallback_reason}))
+
+asyncio.run(main())
+"""
+
+
+def test_it_falls_back_to_polling_when_a_new_target_cannot_be_watched(tmp_path: Path) -> None:
+    path = linked(tmp_path)
+    write(tmp_path / "locked" / "b.yaml", "jobs:\n")
+    (tmp_path / "locked").chmod(0o300)  # entries can be reached, the folder not read
+    command = [sys.executable, "-c", UNWATCHABLE_CHILD, str(tmp_path)]
+    if os.geteuid() == 0:
+        # Root reads any folder; without capabilities it obeys the mode bits like anyone.
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root, and no setpriv (util-linux) to drop capabilities")
+        command = [setpriv, "--bounding-set=-all", "--", *command]
+    try:
+        child = subprocess.run(command, capture_output=True, text=True, timeout=10)
+    finally:
+        (tmp_path / "locked").chmod(0o700)
+    assert child.returncode == 0, child.stderr
+    report = json.loads(child.stdout)
+    assert report["started"] == "inotify"
+    assert report["seen"] == ["poll", "poll"]
+    assert "Permission denied" in report["reason"]
+    assert str(path) in child.stderr  # the warning names the crontab it now polls for
 
 
 @pytest.mark.parametrize(
