@@ -276,10 +276,11 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("BEGIN IMMEDIATE")
     try:
         yield
+        db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:  # some errors (a full disk) have already rolled it back
+            db.execute("ROLLBACK")
         raise
-    db.execute("COMMIT")
 
 
 # --- the SQLite store -------------------------------------------------------------------

@@ -287,7 +287,7 @@ def test_a_batch_advances_every_job_and_keeps_the_latest_of_repeats(store: Store
     }
 
 
-def test_a_batch_that_fails_halfway_changes_nothing(store: Store) -> None:
+def test_a_batch_that_fails_halfway_changes_nothing_and_the_store_goes_on(store: Store) -> None:
     store.advance_ledger([("job-0", T0)])
 
     def burst() -> Iterator[tuple[str, datetime]]:
@@ -297,8 +297,9 @@ def test_a_batch_that_fails_halfway_changes_nothing(store: Store) -> None:
 
     with pytest.raises(ValueError, match="ledger slot of naive must be an aware datetime"):
         store.advance_ledger(burst())
+    store.advance_ledger([("after", T0)])  # and the store is still usable
 
-    assert store.ledger() == {"job-0": T0}
+    assert store.ledger() == {"job-0": T0, "after": T0}
 
 
 def test_a_burst_of_a_thousand_jobs_is_recorded(store: Store) -> None:
