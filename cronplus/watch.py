@@ -18,10 +18,12 @@ Two kinds, visible as ``ConfigWatcher.kind``:
   every directory whose entries decide what the path names: the crontab's own folder,
   and the folder of each symlink met on the way to the real file (re-resolved after every
   change). Events are filtered by entry name, and a burst (an editor's save is several
-  events) is reported once, ``settle`` seconds after the last event.
+  events) is reported once, ``settle`` seconds after the last event (or, for a writer
+  that never pauses, ten ``settle`` periods after the first).
 - ``"poll"``: where inotify is missing (macOS) or cannot be set up (out of file
   descriptors or inotify watches, an unreadable folder), a ``stat`` every
-  ``poll_interval`` seconds.
+  ``poll_interval`` seconds. If re-arming inotify after a change fails, the watcher
+  switches to polling for good; ``kind`` says so.
 """
 
 from __future__ import annotations
@@ -52,7 +54,11 @@ _MAX_SETTLES = 10
 
 @dataclass(frozen=True, kw_only=True)
 class _Identity:
-    """The file a path names at one moment; equal identities mean nothing to reload."""
+    """The file a path names at one moment; equal identities mean nothing to reload.
+
+    Two writes of the same size within one tick of the file system's mtime clock (a few
+    ms) look equal; the contract accepts that rather than read the file on every event.
+    """
 
     target: str
     links: tuple[str, ...]
