@@ -1,0 +1,190 @@
+"""The daemon: the scheduler loop, signals, config reload, and systemd notifications.
+
+The loop keeps no timer per job: it asks the engine for the earliest due instant, sleeps
+until then (never more than 30 s, so clock steps and suspends are seen within a slice),
+re-reads the wall clock and ticks. SIGHUP or a change to the file reloads; SIGTERM and
+SIGINT stop the jobs within ``shutdown_grace`` and exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+
+from cronplus import config, plan
+from cronplus.clock import Clock, SystemClock
+from cronplus.engine import Engine
+from cronplus.logs import EventLog
+from cronplus.model import ConfigError, Crontab, iso_utc
+from cronplus.runner import Runner
+from cronplus.sdnotify import Notifier
+from cronplus.state import SqliteStore, Store
+from cronplus.watch import ConfigWatcher
+
+
+def run_daemon(path: Path, crontab: Crontab, *, env: Mapping[str, str]) -> int:
+    """Run until SIGTERM/SIGINT; 0 on a clean stop. A second daemon on one state exits 2."""
+    store = SqliteStore.open(crontab.settings.state)
+    try:
+        store.acquire_daemon_lock()
+        daemon = Daemon(path, crontab, store=store, clock=SystemClock(), env=env)
+        asyncio.run(daemon.run())
+    finally:
+        store.close()
+    return 0
+
+
+class Daemon:
+    """One running scheduler over one crontab file and one state store."""
+
+    def __init__(
+        self,
+        path: Path,
+        crontab: Crontab,
+        *,
+        store: Store,
+        clock: Clock,
+        env: Mapping[str, str],
+    ) -> None:
+        self.path = path
+        self._store = store
+        self._clock = clock
+        self._log = EventLog()
+        self._notifier = Notifier.from_env(env)
+        self.engine = Engine(
+            crontab,
+            store=store,
+            runner=Runner(),
+            clock=clock,
+            base_env=env,
+            log=self._log,
+        )
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+
+    async def run(self) -> None:
+        now = self._clock.now()
+        for result in self._store.take_interrupted(now=now):
+            self._log.warning(
+                "interrupted",
+                f"job {result.job}: the attempt for {iso_utc(result.scheduled_at)} was cut off "
+                "by a crash or kill of the daemon; it is recorded interrupted and not re-run",
+                job=result.job,
+                run_id=result.run_id,
+                scheduled_at=iso_utc(result.scheduled_at),
+                attempt=result.attempt,
+            )
+        self.engine.load_jobs(now=now, ledger=self._store.ledger())
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, self.stop, "SIGINT")
+        loop.add_signal_handler(signal.SIGHUP, self.reload, "SIGHUP")
+        watcher = ConfigWatcher(self.path, on_change=lambda: self.reload("file change"))
+        watcher.start()
+        self._log.info(
+            "started",
+            f"cronplus daemon started with {len(self.engine.jobs())} jobs from {self.path}",
+            config=str(self.path),
+            jobs=len(self.engine.jobs()),
+            watcher=watcher.kind,
+        )
+        self._notifier.ready()
+        try:
+            await self._loop()
+        finally:
+            watcher.close()
+        self._notifier.stopping()
+        grace = self.engine.crontab.settings.shutdown_grace
+        running = len(self.engine.running())
+        self._log.info(
+            "stopping", f"stopping: {running} running job(s), grace {grace}", running=running
+        )
+        await self.engine.shutdown(grace)
+        self._log.info("stopped", "cronplus daemon stopped")
+
+    async def _loop(self) -> None:
+        wall, mono = self._clock.now(), self._clock.monotonic()
+        watchdog = self._notifier.watchdog_interval()
+        cap = min(plan.MAX_SLEEP, watchdog) if watchdog else plan.MAX_SLEEP
+        while not self._stop.is_set():
+            now, mono_now = self._clock.now(), self._clock.monotonic()
+            self._note_jump(wall, now, mono, mono_now)
+            wall, mono = now, mono_now
+            self.engine.tick(now)
+            self._notifier.watchdog()
+            self._notifier.status(self.status_line())
+            target = plan.sleep_target(self.engine.next_due(), now=now)
+            await self._sleep(target, cap)
+
+    def _note_jump(self, wall: datetime, now: datetime, mono: float, mono_now: float) -> None:
+        jump = plan.clock_jump(wall_before=wall, wall_now=now, mono_before=mono, mono_now=mono_now)
+        if jump is None:
+            return
+        direction = "forward" if jump.total_seconds() > 0 else "back"
+        self._log.warning(
+            "clock_jump",
+            f"the wall clock moved {direction} by {abs(jump)} (suspend, NTP or a manual step); "
+            + (
+                "slots passed meanwhile follow each job's catchup"
+                if direction == "forward"
+                else "slots already handled are not run again"
+            ),
+            seconds=round(jump.total_seconds(), 3),
+        )
+
+    async def _sleep(self, target: datetime, cap: float) -> None:
+        sleeper = asyncio.ensure_future(self._clock.sleep_until(target, max_seconds=cap))
+        waker = asyncio.ensure_future(self._wake.wait())
+        await asyncio.wait([sleeper, waker], return_when=asyncio.FIRST_COMPLETED)
+        for task in (sleeper, waker):
+            task.cancel()
+        self._wake.clear()
+
+    def status_line(self) -> str:
+        jobs = self.engine.jobs()
+        upcoming = min(
+            ((state.next_due, state.job.name) for state in jobs if state.next_due is not None),
+            default=None,
+        )
+        text = f"{len(jobs)} jobs, {len(self.engine.running())} running"
+        if upcoming:
+            text += f", next {upcoming[1]} at {iso_utc(upcoming[0])}"
+        return text
+
+    def stop(self, why: str) -> None:
+        self._log.info("stop_requested", f"{why}: stopping", signal=why)
+        self._stop.set()
+        self._wake.set()
+
+    def reload(self, why: str) -> None:
+        """Parse and validate the file, then swap; a bad file keeps the old jobs running."""
+        try:
+            crontab = config.load(self.path)
+        except ConfigError as error:
+            self._log.error(
+                "reload_failed",
+                f"reload ({why}) rejected, the old jobs keep running:\n{error}",
+                config=str(self.path),
+                errors=len(error.issues),
+            )
+            return
+        now = self._clock.now()
+        old_state = self.engine.crontab.settings.state
+        added, removed, changed = self.engine.reload(crontab, now=now)
+        self._log.info(
+            "reloaded",
+            f"reloaded {self.path} ({why}): {len(added)} added, {len(removed)} removed, "
+            f"{len(changed)} changed",
+            added=",".join(added) or None,
+            removed=",".join(removed) or None,
+            changed=",".join(changed) or None,
+        )
+        if crontab.settings.state != old_state:
+            self._log.warning(
+                "restart_needed",
+                "settings.state changed: the daemon keeps the database it opened until a restart",
+            )
+        self._wake.set()

@@ -1,0 +1,460 @@
+"""The engine: plan -> run -> record, for the daemon loop, ``run-once`` and ``run`` alike.
+
+It owns the jobs' schedule heap, the runs in flight, the ``max_concurrent`` queue, retries
+and overlap. Decisions come from ``plan.py``; processes from ``runner.py``; time from a
+``Clock``; records go to a ``Store``. The daemon calls ``tick(now)`` from its loop, so a
+slot is due in exactly the same way whether the daemon or a test asks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import random
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from cronplus import plan
+from cronplus.clock import Clock
+from cronplus.logs import EventLog
+from cronplus.model import Crontab, Job, Outcome, RunResult, Slot, iso_utc
+from cronplus.runner import ProcessResult, Runner, RunningProcess, command_for
+from cronplus.schedule import Schedule
+from cronplus.state import Store
+
+
+class Limiter:
+    """A FIFO queue in front of ``max_concurrent`` running attempts; the limit can change."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def queued(self) -> int:
+        return sum(1 for waiter in self._waiters if not waiter.done())
+
+    async def acquire(self) -> None:
+        if self.active < self.limit and not self._waiters:
+            self.active += 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # granted just as we were cancelled: pass the place on
+            raise
+
+    def release(self) -> None:
+        self.active -= 1
+        self._wake()
+
+    def set_limit(self, limit: int) -> None:
+        self.limit = limit
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.active < self.limit:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.active += 1
+                waiter.set_result(None)
+
+
+@dataclass(eq=False)
+class SlotRun:
+    """One slot of one job on its way through attempts and retries."""
+
+    job: Job
+    slot: datetime
+    results: list[RunResult] = field(default_factory=list)
+    process: RunningProcess | None = None
+    stop_as: Outcome | None = None
+    """Set when cronplus itself stops this run (shutdown, replace)."""
+    stop_reason: str = ""
+    task: asyncio.Task[None] | None = None
+    waiting_retry: bool = False
+
+    @property
+    def alive(self) -> bool:
+        return self.task is not None and not self.task.done() and not self.waiting_retry
+
+
+@dataclass(eq=False)
+class JobState:
+    job: Job
+    schedule: Schedule
+    handled: datetime
+    """The newest slot decided on (run, skipped or missed): the ledger's value."""
+    next_due: datetime | None = None
+    runs: list[SlotRun] = field(default_factory=list)
+
+
+def compile_job(job: Job) -> Schedule:
+    return Schedule.parse(job.schedule, zone=job.timezone, job_name=job.name)
+
+
+class Engine:
+    """Drives jobs: decides what is due, starts it within limits, retries and records."""
+
+    def __init__(
+        self,
+        crontab: Crontab,
+        *,
+        store: Store,
+        runner: Runner,
+        clock: Clock,
+        base_env: Mapping[str, str],
+        log: EventLog,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.crontab = crontab
+        self._store = store
+        self._runner = runner
+        self._clock = clock
+        self._base_env = dict(base_env)
+        self._log = log
+        self._rng = rng or random.Random()
+        self._limiter = Limiter(crontab.settings.max_concurrent)
+        self._jobs: dict[str, JobState] = {}
+        self._heap: list[tuple[datetime, str]] = []
+        self._runs: set[SlotRun] = set()
+        self.stopping = False
+
+    # --- schedule bookkeeping ------------------------------------------------------
+
+    def load_jobs(self, *, now: datetime, ledger: Mapping[str, datetime]) -> None:
+        """Start scheduling every enabled job; a job the ledger knows resumes from it."""
+        for job in self.crontab.jobs:
+            if job.enabled:
+                self._add(job, handled=ledger.get(job.name, now))
+
+    def _add(self, job: Job, *, handled: datetime) -> None:
+        state = JobState(job=job, schedule=compile_job(job), handled=handled)
+        self._jobs[job.name] = state
+        self._push(state)
+
+    def _push(self, state: JobState) -> None:
+        state.next_due = state.schedule.next_after(state.handled)
+        heapq.heappush(self._heap, (state.next_due, state.job.name))
+
+    def next_due(self) -> datetime | None:
+        """The earliest instant any job is due (stale heap entries are dropped here)."""
+        while self._heap:
+            when, name = self._heap[0]
+            state = self._jobs.get(name)
+            if state is not None and state.next_due == when:
+                return when
+            heapq.heappop(self._heap)
+        return None
+
+    def jobs(self) -> list[JobState]:
+        return list(self._jobs.values())
+
+    @property
+    def queued(self) -> int:
+        return self._limiter.queued
+
+    def running(self) -> list[SlotRun]:
+        return [run for run in self._runs if run.alive]
+
+    # --- the pass ------------------------------------------------------------------
+
+    def tick(self, now: datetime) -> list[SlotRun]:
+        """Start everything due at ``now``; the ledger is committed before anything starts."""
+        decisions: list[tuple[JobState, plan.Pending]] = []
+        while (when := self.next_due()) is not None and when <= now:
+            _, name = heapq.heappop(self._heap)
+            state = self._jobs[name]
+            decision = plan.pending(state.job, state.schedule, handled=state.handled, now=now)
+            decisions.append((state, decision))
+        self._store.advance_ledger(
+            (state.job.name, decision.handled)
+            for state, decision in decisions
+            if decision.handled is not None
+        )
+        started: list[SlotRun | None] = []
+        for state, decision in decisions:
+            self._report_missed(state.job, decision, now=now)
+            started.extend(self._launch(state, slot, now=now) for slot in decision.run)
+            if decision.handled is not None:
+                state.handled = max(state.handled, decision.handled)
+            self._push(state)
+        return [run for run in started if run is not None]
+
+    def start_slots(self, slots: Iterable[tuple[Job, datetime]], *, now: datetime) -> list[SlotRun]:
+        """Run given slots now, outside the schedule (``run-once``, ``run JOB``)."""
+        runs: list[SlotRun] = []
+        for job, slot in slots:
+            state = self._jobs.get(job.name) or JobState(
+                job=job, schedule=compile_job(job), handled=now
+            )
+            run = self._launch(state, slot, now=now)
+            if run is not None:
+                runs.append(run)
+        return runs
+
+    def _launch(self, state: JobState, slot: datetime, *, now: datetime) -> SlotRun | None:
+        job = state.job
+        self._drop_pending_retries(state, slot)
+        alive = [run for run in state.runs if run.alive]
+        action = plan.overlap_action(job.overlap, alive=bool(alive))
+        if action is plan.OverlapAction.SKIP:
+            self._record_skip(job, slot, now=now, busy=alive[0])
+            return None
+        if action is plan.OverlapAction.REPLACE_THEN_START:
+            for old in alive:
+                self._stop(old, Outcome.KILLED, f"replaced by the slot {iso_utc(slot)}", job)
+        run = SlotRun(job=job, slot=slot)
+        run.task = asyncio.create_task(self._run_slot(run, state, replacing=alive))
+        state.runs.append(run)
+        self._runs.add(run)
+        run.task.add_done_callback(lambda _: self._forget(state, run))
+        return run
+
+    def _forget(self, state: JobState, run: SlotRun) -> None:
+        self._runs.discard(run)
+        if run in state.runs:
+            state.runs.remove(run)
+
+    def _drop_pending_retries(self, state: JobState, slot: datetime) -> None:
+        for run in state.runs:
+            if run.waiting_retry and run.task is not None:
+                self._log.warning(
+                    "retry_dropped",
+                    f"job {run.job.name}: pending retry dropped, its next slot has come",
+                    job=run.job.name,
+                    run_id=Slot(job=run.job.name, scheduled_at=run.slot).run_id,
+                    scheduled_at=iso_utc(run.slot),
+                    next_slot=iso_utc(slot),
+                )
+                run.task.cancel()
+
+    def _stop(self, run: SlotRun, outcome: Outcome, reason: str, job: Job) -> None:
+        run.stop_as, run.stop_reason = outcome, reason
+        if run.process is not None:
+            run.process.terminate(job.kill_grace.total_seconds())
+
+    # --- one slot: attempts and retries --------------------------------------------
+
+    async def _run_slot(self, run: SlotRun, state: JobState, *, replacing: list[SlotRun]) -> None:
+        for old in replacing:
+            if old.task is not None:
+                await asyncio.wait([old.task])
+        if run.job.jitter > timedelta(0):
+            delay = self._rng.uniform(0, run.job.jitter.total_seconds())
+            await self._sleep_until(self._clock.now() + timedelta(seconds=delay))
+        attempt = 1
+        while True:
+            result = await self._attempt(run, attempt)
+            if result.outcome.ok or run.stop_as is not None:
+                return
+            retry = plan.retry_at(
+                run.job.retry,
+                failed_attempts=attempt,
+                finished_at=result.finished_at,
+                next_slot=state.schedule.next_after(run.slot),
+            )
+            self._report_failure(run, result, retry_at=retry)
+            if retry is None:
+                return
+            run.waiting_retry = True
+            await self._sleep_until(retry)
+            run.waiting_retry = False
+            attempt += 1
+
+    async def _sleep_until(self, when: datetime) -> None:
+        while self._clock.now() < when:
+            await self._clock.sleep_until(when, max_seconds=plan.MAX_SLEEP)
+
+    async def _attempt(self, run: SlotRun, attempt: int) -> RunResult:
+        job = run.job
+        slot = Slot(job=job.name, scheduled_at=run.slot)
+        await self._limiter.acquire()
+        try:
+            started_at = self._clock.now()
+            process = self._runner.start(command_for(job, slot, attempt, self._base_env))
+            run.process = process
+            attempt_id = self._store.begin_attempt(
+                job=job.name,
+                scheduled_at=run.slot,
+                attempt=attempt,
+                started_at=started_at,
+                pid=process.pid,
+            )
+            outcome = await process.wait()
+            run.process = None
+        finally:
+            self._limiter.release()
+        result = self._result(run, attempt, started_at, outcome)
+        self._store.end_attempt(attempt_id, result, keep=self.crontab.settings.history_keep)
+        run.results.append(result)
+        if result.outcome.ok:
+            self._log.info(
+                "attempt_succeeded",
+                f"job {job.name} succeeded",
+                **_fields(result, total=job.retry.retries + 1),
+            )
+        return result
+
+    def _result(
+        self, run: SlotRun, attempt: int, started_at: datetime, process: ProcessResult
+    ) -> RunResult:
+        outcome, reason = process.outcome, process.reason
+        if run.stop_as is not None and not outcome.ok:
+            outcome, reason = run.stop_as, run.stop_reason
+        return RunResult(
+            job=run.job.name,
+            scheduled_at=run.slot,
+            attempt=attempt,
+            started_at=started_at,
+            finished_at=self._clock.now(),
+            outcome=outcome,
+            exit_code=process.exit_code,
+            signal=process.signal,
+            duration_s=round(process.duration_s, 6),
+            stderr_tail=process.stderr_tail,
+            reason=reason,
+        )
+
+    # --- stopping ------------------------------------------------------------------
+
+    async def shutdown(self, grace: timedelta) -> None:
+        """Stop every run: SIGTERM each job group, SIGKILL after ``grace``; record them."""
+        self.stopping = True
+        runs = list(self._runs)
+        for run in runs:
+            if run.process is not None:
+                run.stop_as, run.stop_reason = Outcome.INTERRUPTED, "the daemon stopped"
+                run.process.terminate(grace.total_seconds())
+            elif run.task is not None:
+                run.task.cancel()
+        tasks = [run.task for run in runs if run.task is not None]
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def wait_idle(self) -> None:
+        """Wait until every run started so far has finished (with its retries)."""
+        while tasks := [run.task for run in self._runs if run.task is not None]:
+            await asyncio.wait(tasks)
+
+    # --- reload --------------------------------------------------------------------
+
+    def reload(self, crontab: Crontab, *, now: datetime) -> tuple[list[str], list[str], list[str]]:
+        """Swap in a new, already validated crontab; return (added, removed, changed) names.
+
+        Unchanged jobs keep their ledger position, pending retries and running processes.
+        A changed job keeps its running process and starts its new schedule from now; a
+        removed job's running process finishes, its pending retries are dropped.
+        """
+        old = {name: state.job for name, state in self._jobs.items()}
+        new = {job.name: job for job in crontab.jobs if job.enabled}
+        added = [name for name in new if name not in old]
+        removed = [name for name in old if name not in new]
+        changed = [name for name in new if name in old and new[name] != old[name]]
+        for name in removed:
+            state = self._jobs.pop(name)
+            self._drop_pending_retries(state, now)
+        for name in changed:
+            state = self._jobs[name]
+            state.job, state.schedule = new[name], compile_job(new[name])
+            state.handled = max(state.handled, now)
+            self._push(state)
+        for name in added:
+            self._add(new[name], handled=now)
+        self.crontab = crontab
+        self._limiter.set_limit(crontab.settings.max_concurrent)
+        return added, removed, changed
+
+    # --- records and log lines -----------------------------------------------------
+
+    def _record_skip(self, job: Job, slot: datetime, *, now: datetime, busy: SlotRun) -> None:
+        result = RunResult(
+            job=job.name,
+            scheduled_at=slot,
+            attempt=0,
+            started_at=now,
+            finished_at=now,
+            outcome=Outcome.SKIPPED_OVERLAP,
+            reason=f"the run of {iso_utc(busy.slot)} is still alive (overlap: forbid)",
+        )
+        self._store.record(result, keep=self.crontab.settings.history_keep)
+        self._log.warning(
+            "skipped_overlap",
+            f"job {job.name}: slot skipped, the previous run is still alive",
+            **_fields(result, total=job.retry.retries + 1),
+        )
+
+    def _report_missed(self, job: Job, decision: plan.Pending, *, now: datetime) -> None:
+        if decision.missed == 0 or decision.missed_until is None:
+            return
+        first = iso_utc(decision.missed_from) if decision.missed_from else "?"
+        reason = (
+            f"{decision.missed} slot(s) missed from {first} to {iso_utc(decision.missed_until)}"
+        )
+        result = RunResult(
+            job=job.name,
+            scheduled_at=decision.missed_until,
+            attempt=0,
+            started_at=now,
+            finished_at=now,
+            outcome=Outcome.MISSED,
+            reason=f"{reason} (catchup: {job.catchup})",
+        )
+        self._store.record(result, keep=self.crontab.settings.history_keep)
+        self._log.warning(
+            "missed",
+            f"job {job.name}: {reason} while the daemon was down, asleep or the clock jumped",
+            job=job.name,
+            missed=decision.missed,
+            first=first,
+            last=iso_utc(decision.missed_until),
+            catchup=str(job.catchup),
+        )
+
+    def _report_failure(
+        self, run: SlotRun, result: RunResult, *, retry_at: datetime | None
+    ) -> None:
+        job = run.job
+        total = job.retry.retries + 1
+        local = run.slot.astimezone(job.timezone).isoformat()
+        how = (
+            f"signal {result.signal}"
+            if result.signal is not None
+            else f"exit {result.exit_code}"
+            if result.exit_code is not None
+            else result.reason or str(result.outcome)
+        )
+        head = (
+            f"job {job.name} {result.outcome} (attempt {result.attempt}/{total}, {how}, "
+            f"{result.duration_s:.2f}s), slot {iso_utc(run.slot)} ({local} local)"
+        )
+        fields = _fields(result, total=total) | {"local": local, "stderr_tail": result.stderr_tail}
+        if retry_at is not None:
+            wait = (retry_at - result.finished_at).total_seconds()
+            self._log.warning("attempt_failed", f"{head}; retry in {wait:g}s", **fields)
+            return
+        self._log.warning("attempt_failed", head, **fields)
+        dropped = result.attempt <= job.retry.retries
+        why = "its next slot comes before the retry" if dropped else "no retries left"
+        self._log.error("run_failed", f"job {job.name} failed: {why}", **fields)
+
+
+def _fields(result: RunResult, *, total: int) -> dict[str, object]:
+    return {
+        "job": result.job,
+        "run_id": result.run_id,
+        "scheduled_at": iso_utc(result.scheduled_at),
+        "attempt": result.attempt,
+        "max_attempts": total,
+        "outcome": str(result.outcome),
+        "exit_code": result.exit_code,
+        "signal": result.signal,
+        "duration_s": result.duration_s,
+        "reason": result.reason or None,
+    }

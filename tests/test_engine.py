@@ -1,0 +1,361 @@
+"""The engine on a fake clock, with real subprocesses and a real SQLite state file."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from cronplus.clock import FakeClock
+from cronplus.engine import Engine
+from cronplus.logs import LOGGER_NAME, EventLog
+from cronplus.model import (
+    Catchup,
+    Crontab,
+    Job,
+    Outcome,
+    Overlap,
+    RetryPolicy,
+    Settings,
+)
+from cronplus.runner import Runner
+from cronplus.state import SqliteStore
+
+S = timedelta(seconds=1)
+UTCZ = ZoneInfo("UTC")
+
+
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    opened = SqliteStore.open(tmp_path / "state.db")
+    yield opened
+    opened.close()
+
+
+def crontab(tmp_path: Path, *jobs: Job, max_concurrent: int = 16) -> Crontab:
+    settings = Settings(state=tmp_path / "state.db", max_concurrent=max_concurrent)
+    return Crontab(path=tmp_path / "crontab.yaml", settings=settings, jobs=jobs)
+
+
+def job(name: str, schedule: str, command: str, tmp_path: Path, **fields: object) -> Job:
+    base = Job(
+        name=name,
+        schedule=schedule,
+        timezone=UTCZ,
+        command=command,
+        workdir=tmp_path,
+        kill_grace=0.5 * S,
+    )
+    return replace(base, **fields)  # type: ignore[arg-type]
+
+
+def engine(tab: Crontab, store: SqliteStore, clock: FakeClock) -> Engine:
+    return Engine(
+        tab, store=store, runner=Runner(drain_grace=0.2), clock=clock, base_env={}, log=EventLog()
+    )
+
+
+COUNTER = 'n=$(cat count 2>/dev/null || echo 0); n=$((n+1)); echo $n > count; [ "$n" -ge {0} ]'
+
+
+def test_a_retry_succeeds_on_the_third_attempt_after_the_backoff_delays(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    retry = RetryPolicy(retries=3, delay=30 * S, backoff=2.0, max_delay=timedelta(minutes=10))
+    flaky = job("flaky", "0 * * * *", COUNTER.format(3), tmp_path, retry=retry)
+    clock = FakeClock(utc("2026-01-01T00:00"))
+
+    async def scenario() -> None:
+        eng = engine(crontab(tmp_path, flaky), store, clock)
+        eng.start_slots([(flaky, utc("2026-01-01T00:00"))], now=clock.now())
+        await eng.wait_idle()
+
+    asyncio.run(scenario())
+    rows = list(reversed(store.history(job="flaky")))
+    assert [row.outcome for row in rows] == [Outcome.FAILED, Outcome.FAILED, Outcome.SUCCEEDED]
+    assert [row.attempt for row in rows] == [1, 2, 3]
+    assert [row.exit_code for row in rows] == [1, 1, 0]
+    gaps = [(b.started_at - a.finished_at) for a, b in pairwise(rows)]
+    assert gaps == [30 * S, 60 * S]
+    assert (tmp_path / "count").read_text().strip() == "3"
+
+
+def test_exhausted_retries_log_a_warning_per_attempt_and_one_error(
+    tmp_path: Path, store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    failing = job(
+        "failing",
+        "0 * * * *",
+        "echo boom >&2; exit 7",
+        tmp_path,
+        retry=RetryPolicy(retries=2, delay=S),
+    )
+    clock = FakeClock(utc("2026-01-01T00:00"))
+
+    async def scenario() -> None:
+        eng = engine(crontab(tmp_path, failing), store, clock)
+        eng.start_slots([(failing, utc("2026-01-01T00:00"))], now=clock.now())
+        await eng.wait_idle()
+
+    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        asyncio.run(scenario())
+    rows = store.history(job="failing")
+    assert [row.outcome for row in rows] == [Outcome.FAILED] * 3
+    assert all(row.exit_code == 7 and "boom" in row.stderr_tail for row in rows)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(warnings) == 3
+    assert len(errors) == 1
+    text = warnings[-1].getMessage()
+    assert "attempt 3/3" in text and "exit 7" in text and "2026-01-01T00:00:00Z" in text
+    assert "no retries left" in errors[0].getMessage()
+
+
+def test_a_pending_retry_is_dropped_when_the_next_slot_comes_first(
+    tmp_path: Path, store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    minutely = job(
+        "minutely", "* * * * *", "exit 1", tmp_path, retry=RetryPolicy(retries=3, delay=90 * S)
+    )
+    clock = FakeClock(utc("2026-01-01T00:00"))
+
+    async def scenario() -> None:
+        eng = engine(crontab(tmp_path, minutely), store, clock)
+        eng.start_slots([(minutely, utc("2026-01-01T00:00"))], now=clock.now())
+        await eng.wait_idle()
+
+    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        asyncio.run(scenario())
+    assert len(store.history(job="minutely")) == 1
+    assert any("next slot comes before the retry" in r.getMessage() for r in caplog.records)
+
+
+def run_ticks(eng: Engine, clock: FakeClock, until: datetime) -> None:
+    """Drive the engine like the daemon loop: jump to each due instant and tick."""
+
+    async def loop() -> None:
+        eng.load_jobs(now=clock.now(), ledger={})
+        while (due := eng.next_due()) is not None and due <= until:
+            clock.advance(max(due - clock.now(), timedelta(0)))
+            eng.tick(clock.now())
+            await eng.wait_idle()
+
+    asyncio.run(loop())
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected_local"),
+    [
+        ("30 2 * * *", ["2026-03-08T03:00:00-04:00", "2026-03-09T02:30:00-04:00"]),
+        ("0,30 2 * * *", ["2026-03-08T03:00:00-04:00", "2026-03-09T02:00:00-04:00"]),
+        ("0 */2 * * *", ["2026-03-08T00:00:00-05:00", "2026-03-08T04:00:00-04:00"]),
+    ],
+    ids=["fixed-time-in-the-gap", "two-slots-one-instant", "wildcard-skips-the-gap"],
+)
+def test_the_engine_runs_each_dst_slot_once_on_a_spring_forward_night(
+    tmp_path: Path, store: SqliteStore, schedule: str, expected_local: list[str]
+) -> None:
+    ny = ZoneInfo("America/New_York")
+    nightly = job("nightly", schedule, "true", tmp_path, timezone=ny)
+    clock = FakeClock(datetime(2026, 3, 7, 23, 59, tzinfo=ny))
+    eng = engine(crontab(tmp_path, nightly), store, clock)
+    run_ticks(eng, clock, datetime(2026, 3, 9, 2, 59, tzinfo=ny))
+    slots = sorted({row.scheduled_at for row in store.history(job="nightly", limit=100)})
+    local = [slot.astimezone(ny).isoformat() for slot in slots]
+    assert local[: len(expected_local)] == expected_local
+    assert len(local) == len(set(local))
+
+
+def test_a_fixed_time_job_runs_once_on_a_fall_back_night(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    ny = ZoneInfo("America/New_York")
+    nightly = job("nightly", "30 1 * * *", "true", tmp_path, timezone=ny)
+    clock = FakeClock(datetime(2026, 10, 31, 12, 0, tzinfo=ny))
+    eng = engine(crontab(tmp_path, nightly), store, clock)
+    run_ticks(eng, clock, datetime(2026, 11, 1, 23, 0, tzinfo=ny))
+    local = [row.scheduled_at.astimezone(ny).isoformat() for row in store.history(limit=100)]
+    assert sorted(local) == ["2026-11-01T01:30:00-04:00"]
+
+
+def test_a_week_of_downtime_runs_the_latest_slot_once_and_counts_the_rest(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    hourly = job("hourly", "0 * * * *", "true", tmp_path, catchup=Catchup.LATEST)
+    clock = FakeClock(utc("2026-01-08T00:10"))
+    store.advance_ledger([("hourly", utc("2026-01-01T00:00"))])
+
+    async def scenario() -> None:
+        eng = engine(crontab(tmp_path, hourly), store, clock)
+        eng.load_jobs(now=clock.now(), ledger=store.ledger())
+        eng.tick(clock.now())
+        await eng.wait_idle()
+
+    asyncio.run(scenario())
+    rows = store.history(job="hourly")
+    outcomes = sorted((row.outcome, row.scheduled_at) for row in rows)
+    assert outcomes == [
+        (Outcome.MISSED, utc("2026-01-07T23:00")),
+        (Outcome.SUCCEEDED, utc("2026-01-08T00:00")),
+    ]
+    missed = next(row for row in rows if row.outcome is Outcome.MISSED)
+    assert missed.reason.startswith("167 slot(s) missed from 2026-01-01T01:00:00Z")
+    assert store.ledger()["hourly"] == utc("2026-01-08T00:00")
+
+
+def test_a_suspend_of_ten_hours_catches_up_once(tmp_path: Path, store: SqliteStore) -> None:
+    every15 = job("every15", "*/15 * * * *", "true", tmp_path, catchup=Catchup.LATEST)
+    clock = FakeClock(utc("2026-01-01T00:00:30"))
+
+    async def scenario() -> None:
+        eng = engine(crontab(tmp_path, every15), store, clock)
+        eng.load_jobs(now=clock.now(), ledger={})
+        clock.suspend(timedelta(hours=10, minutes=5))
+        eng.tick(clock.now())
+        await eng.wait_idle()
+
+    asyncio.run(scenario())
+    ran = [row.scheduled_at for row in store.history() if row.outcome is Outcome.SUCCEEDED]
+    assert ran == [utc("2026-01-01T10:00")]
+
+
+def test_a_clock_stepped_back_never_reruns_a_handled_slot(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    minutely = job("minutely", "* * * * *", "true", tmp_path)
+    clock = FakeClock(utc("2026-01-01T00:00:30"))
+
+    async def scenario() -> None:
+        eng = engine(crontab(tmp_path, minutely), store, clock)
+        eng.load_jobs(now=clock.now(), ledger={})
+        for _ in range(5):
+            clock.advance(60 * S)
+            eng.tick(clock.now())
+        clock.step(-timedelta(minutes=10))
+        for _ in range(15):
+            clock.advance(60 * S)
+            eng.tick(clock.now())
+        await eng.wait_idle()
+
+    asyncio.run(scenario())
+    slots = [row.scheduled_at for row in store.history(limit=100)]
+    assert len(slots) == len(set(slots))
+    assert max(slots) == utc("2026-01-01T00:10")
+
+
+def test_overlap_forbid_skips_a_slot_while_the_last_run_is_alive(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    slow = job("slow", "* * * * * *", "sleep 0.5", tmp_path, overlap=Overlap.FORBID)
+    clock = FakeClock(utc("2026-01-01T00:00:00.5"))
+
+    async def scenario() -> None:
+        eng = engine(crontab(tmp_path, slow), store, clock)
+        eng.load_jobs(now=clock.now(), ledger={})
+        clock.advance(S)
+        eng.tick(clock.now())
+        clock.advance(S)
+        eng.tick(clock.now())
+        await eng.wait_idle()
+
+    asyncio.run(scenario())
+    rows = sorted(store.history(), key=lambda row: row.scheduled_at)
+    assert [row.outcome for row in rows] == [Outcome.SUCCEEDED, Outcome.SKIPPED_OVERLAP]
+
+
+def test_overlap_replace_stops_the_old_group_first(tmp_path: Path, store: SqliteStore) -> None:
+    slow = job("slow", "* * * * * *", "sleep 30", tmp_path, overlap=Overlap.REPLACE)
+    clock = FakeClock(utc("2026-01-01T00:00:00.5"))
+
+    async def scenario() -> None:
+        eng = engine(crontab(tmp_path, slow), store, clock)
+        eng.load_jobs(now=clock.now(), ledger={})
+        clock.advance(S)
+        eng.tick(clock.now())
+        await asyncio.sleep(0.2)
+        clock.advance(S)
+        eng.tick(clock.now())
+        await asyncio.sleep(1.0)  # the old group gets SIGTERM, then SIGKILL after 0.5 s
+        await eng.shutdown(0.2 * S)
+
+    asyncio.run(scenario())
+    rows = sorted(store.history(), key=lambda row: row.scheduled_at)
+    assert [row.outcome for row in rows] == [Outcome.KILLED, Outcome.INTERRUPTED]
+    assert "replaced by the slot 2026-01-01T00:00:02Z" in rows[0].reason
+
+
+def test_max_concurrent_queues_the_rest_in_order(tmp_path: Path, store: SqliteStore) -> None:
+    log = tmp_path / "order.log"
+    jobs = [
+        job(
+            f"j{i}",
+            "0 * * * *",
+            f"echo start {i} >> {log}; sleep 0.05; echo end {i} >> {log}",
+            tmp_path,
+        )
+        for i in range(4)
+    ]
+    clock = FakeClock(utc("2026-01-01T00:00"))
+
+    async def scenario() -> None:
+        eng = engine(crontab(tmp_path, *jobs, max_concurrent=1), store, clock)
+        eng.start_slots([(j, clock.now()) for j in jobs], now=clock.now())
+        await asyncio.sleep(0)
+        assert eng.queued == 3
+        await eng.wait_idle()
+
+    asyncio.run(scenario())
+    lines = log.read_text().split("\n")[:-1]
+    assert lines == [f"{what} {i}" for i in range(4) for what in ("start", "end")]
+
+
+def test_shutdown_terminates_running_jobs_and_records_them_interrupted(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    stubborn = job("stubborn", "0 * * * *", "trap '' TERM; sleep 30", tmp_path)
+    clock = FakeClock(utc("2026-01-01T00:00"))
+
+    async def scenario() -> None:
+        eng = engine(crontab(tmp_path, stubborn), store, clock)
+        eng.start_slots([(stubborn, clock.now())], now=clock.now())
+        await asyncio.sleep(0.2)
+        await eng.shutdown(0.3 * S)
+
+    asyncio.run(scenario())
+    (row,) = store.history()
+    assert row.outcome is Outcome.INTERRUPTED
+    assert row.signal == 9
+
+
+def test_reload_keeps_unchanged_jobs_and_reports_the_diff(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    keep = job("keep", "0 * * * *", "true", tmp_path)
+    change = job("change", "0 * * * *", "true", tmp_path)
+    drop = job("drop", "0 * * * *", "true", tmp_path)
+    clock = FakeClock(utc("2026-01-01T00:30"))
+
+    async def scenario() -> tuple[list[str], list[str], list[str]]:
+        eng = engine(crontab(tmp_path, keep, change, drop), store, clock)
+        eng.load_jobs(now=clock.now(), ledger={})
+        before = {state.job.name: state for state in eng.jobs()}
+        added = job("added", "*/5 * * * *", "true", tmp_path)
+        new = crontab(tmp_path, keep, replace(change, schedule="15 * * * *"), added)
+        diff = eng.reload(new, now=clock.now())
+        after = {state.job.name: state for state in eng.jobs()}
+        assert after["keep"] is before["keep"]
+        assert after["change"].next_due == utc("2026-01-01T01:15")
+        return diff
+
+    assert asyncio.run(scenario()) == (["added"], ["drop"], ["change"])
