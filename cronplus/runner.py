@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import signal
 import subprocess
@@ -303,6 +304,11 @@ def spawn_failure_reason(error: OSError, program: str, workdir: str) -> str:
         return f"command not found: {program}"
     if isinstance(error, PermissionError):
         return f"permission denied: {program}"
+    if error.errno in (errno.EMFILE, errno.ENFILE):
+        return (
+            f"cannot start {program}: too many open files (each running job holds 3 file "
+            "descriptors; raise the daemon's limit: ulimit -n, LimitNOFILE=)"
+        )
     return f"cannot start {program}: {error.strerror or error}"
 
 

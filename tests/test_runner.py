@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
 import os
+import resource
 import signal
 import stat
 import subprocess
@@ -615,6 +617,53 @@ def test_a_command_that_cannot_start_is_a_failed_attempt(
     assert process.done and process.pid is None and alive == []
     assert (result.outcome, result.exit_code, result.signal) == (Outcome.FAILED, None, None)
     assert result.reason == reason.format(tmp=tmp_path)
+
+
+def free_descriptor_slots() -> int:
+    opened: list[int] = []
+    try:
+        while True:
+            opened.append(os.open("/dev/null", os.O_RDONLY))
+    except OSError as error:
+        assert error.errno == errno.EMFILE, error
+    finally:
+        for fd in opened:
+            os.close(fd)
+    return len(opened)
+
+
+def limit_descriptors(free: int, hard: int) -> None:
+    """Lower the soft RLIMIT_NOFILE until exactly ``free`` more descriptors can be opened."""
+    limit = open_fds()
+    for _ in range(50):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+        have = free_descriptor_slots()
+        if have == free:
+            return
+        limit += free - have
+    raise AssertionError(f"could not leave exactly {free} descriptors free")
+
+
+@pytest.mark.parametrize(
+    "free",
+    [0, 2, 4, 5],
+    ids=["no-pipe", "stdout-pipe-only", "both-pipes-no-devnull", "no-exec-error-pipe"],
+)
+def test_running_out_of_file_descriptors_is_a_failed_attempt_that_leaks_none(free: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+    async def scenario() -> ProcessResult:
+        limit_descriptors(free, hard)
+        try:
+            return await Runner().start(command(("true",))).wait()
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    fds = open_fds()
+    result = run(scenario())
+    assert open_fds() == fds
+    assert (result.outcome, result.pid, result.exit_code) == (Outcome.FAILED, None, None)
+    assert result.reason.startswith("cannot start true: too many open files")
 
 
 # --- many at once, and the exit watchers ------------------------------------------------
