@@ -217,7 +217,13 @@ ExitWatcher = Callable[
 def watch_exit_pidfd(
     loop: asyncio.AbstractEventLoop, popen: subprocess.Popen[bytes], on_exit: Callable[[], None]
 ) -> None:
-    """A pidfd becomes readable when the process exits: no thread, no SIGCHLD handler."""
+    """A pidfd becomes readable when the process exits: no thread, no SIGCHLD handler.
+
+    A child that has already exited is reaped and reported at once, with no pidfd.
+    """
+    if popen.poll() is not None:
+        on_exit()
+        return
     try:
         pidfd = os.pidfd_open(popen.pid)
     except OSError:
@@ -385,7 +391,9 @@ class RunningProcess:
         self._open = {fds[0]: self._stdout, fds[1]: self._stderr}
         for fd in fds:
             self._loop.add_reader(fd, self._on_readable, fd)
-        _watch_exit(self._loop, popen, self._on_exit)
+        # Watched from the next loop turn: in a burst of starts the pidfds are not yet open,
+        # so every fork copies a smaller descriptor table (bench/bench_spawn.py).
+        self._loop.call_soon(_watch_exit, self._loop, popen, self._on_exit)
         if self.command.timeout is not None:
             self._timers["timeout"] = self._loop.call_later(self.command.timeout, self._on_timeout)
 
