@@ -122,7 +122,9 @@ def _zone(key: str) -> ZoneInfo:
     try:
         return ZoneInfo(key)
     except (KeyError, ValueError, OSError):  # ZoneInfoNotFoundError is a KeyError
-        close = difflib.get_close_matches(key, _zone_names(), n=3, cutoff=0.75)
+        names = _zone_names()
+        close = difflib.get_close_matches(key, names, n=2, cutoff=0.8)
+        close = close or [name for name in names if name.lower().endswith(f"/{key.lower()}")]
         hint = f"did you mean {_either(close)}?" if close else f"expected {_ZONE}"
         raise PydanticCustomError("zone", f"unknown time zone {key!r}; {hint}") from None
 
@@ -217,7 +219,11 @@ def _doc(text: str, default: object = None) -> Any:
 
 
 _TEXT = WithJsonSchema({"type": "string", "minLength": 1})
-_AMOUNTS = [{"type": "string", "pattern": f"^(?:{_DURATION.pattern})$"}, {"type": "number"}]
+_PATTERN = re.sub(r"\?P<\w+>", "", _DURATION.pattern)  # JSON Schema has no (?P<name>)
+_AMOUNTS = [
+    {"type": "string", "minLength": 1, "pattern": f"^(?:{_PATTERN})$"},
+    {"type": "number", "minimum": 0},
+]
 _ARGV = {"type": "array", "items": {"type": "string"}, "minItems": 1}
 Duration = Annotated[timedelta, PlainValidator(_duration), WithJsonSchema({"anyOf": _AMOUNTS})]
 Limit = Annotated[
@@ -422,15 +428,16 @@ class _Values:
             return value, None
         try:
             if make is None:
-                raise ValueError(tag)
+                raise ValueError(f"unsupported YAML tag {tag!r}")
             node = yaml.ScalarNode(tag, value, event.start_mark, event.end_mark)
             result = make(self._constructor, node)
-            if plain and ":" in value and isinstance(result, int | float):
-                self._sexagesimal(event.start_mark, value, result)
-            return result, value if plain else None
-        except (TypeError, ValueError, yaml.YAMLError):
-            self.issue(event.start_mark, self._here(), f"cannot read {value!r} as {tag}")
-            return None, None
+        except (TypeError, ValueError, yaml.YAMLError) as error:
+            why = error.args[0] if make is None else f"cannot read {value!r} as {tag}"
+            self.issue(event.start_mark, self._here(), why)
+            return value, None
+        if plain and ":" in value and isinstance(result, int | float):
+            self._sexagesimal(event.start_mark, value, result)
+        return result, value if plain else None
 
     def _sexagesimal(self, mark: Any, text: str, value: float) -> None:
         """YAML 1.1 reads ``2:30`` as 150; no crontab field wants that, so it is an error."""
@@ -602,8 +609,8 @@ def _quote(text: str, error: yaml.MarkedYAMLError) -> tuple[str, tuple[int, int]
     mark = error.context_mark if error.context == "while scanning an alias" else error.problem_mark
     if mark is None:
         return None
-    lines = text.split("\n")
-    line, column = lines[mark.line], mark.column
+    lines = text.splitlines()  # the line breaks YAML knows, as far as its reader lets through
+    line, column = _line(lines, mark.line), mark.column
     before = line[:column]
     if line[column : column + 1] not in _UNQUOTED or not re.search(r"(^|[:-])\s+$", before):
         return None
@@ -612,13 +619,17 @@ def _quote(text: str, error: yaml.MarkedYAMLError) -> tuple[str, tuple[int, int]
     return "\n".join(lines), (mark.line, column), f"must be quoted: {_UNQUOTED[line[column]]}"
 
 
+def _line(lines: list[str], index: int) -> str:
+    return lines[index] if index < len(lines) else ""  # an error at the end of the text
+
+
 def _syntax(file: str, text: str, error: yaml.MarkedYAMLError) -> ConfigIssue:
     mark = error.problem_mark or error.context_mark
     line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
     message = f"not valid YAML: {error.problem or error.context}"
     if error.context and error.problem and error.context_mark:
         message += f" ({error.context} at line {error.context_mark.line + 1})"
-    if mark and text.split("\n")[mark.line][mark.column : mark.column + 1] == "\t":
+    if mark and _line(text.splitlines(), mark.line)[mark.column : mark.column + 1] == "\t":
         message += "; YAML allows no tabs in indentation"
     return ConfigIssue(file, line, column, "", message)
 
