@@ -1,28 +1,15 @@
 """Running one attempt of a job as a subprocess: its process group, timeout and output.
 
-The only module that starts processes (DESIGN section 4). The engine calls ``start`` once
-per attempt; retries, history and logging are the engine's.
+The only module that starts processes (DESIGN section 4); docs/running.md tells the whole
+story. ``subprocess.Popen`` in a new session (not asyncio's subprocess machinery, whose
+child watcher costs a thread per child on 3.11); stdout and stderr on our own pipes, read
+with ``loop.add_reader`` into bounded head + tail buffers; the exit learned from a pidfd
+(or, without one, a thread blocked in ``waitpid``), and ``Popen`` reaps, so nothing else
+in the daemon may call ``waitpid(-1)``. Every delay is the loop's monotonic time.
 
-How an attempt runs:
-
-- ``subprocess.Popen`` with ``start_new_session=True``: the attempt is a session and a
-  process group whose id is the child's pid, so signals reach its grandchildren too.
-  Not asyncio's subprocess machinery: on 3.11 its child watcher costs a thread per child
-  and halves the start rate (``bench/bench_spawn.py``).
-- stdout and stderr are our own pipes, read non-blocking with ``loop.add_reader`` into a
-  bounded head + tail buffer per stream (``Command.output_limit`` bytes each end).
-- The exit is learned from a pidfd (Linux 5.3+) watched with ``add_reader``; where there
-  is none (macOS, an old kernel, a seccomp filter) a thread per child blocks in
-  ``waitpid``. Either way ``Popen`` reaps the child, so nothing else in the daemon may
-  reap children with ``waitpid(-1)``.
-- Every delay is the loop's monotonic time (``loop.call_later``), never the wall clock.
-
-Ending an attempt (a timeout, or ``terminate()``): SIGTERM to the group, SIGKILL to the
-group after the grace. Once the main child has exited, the result waits until the group
-is empty or the grace is over (then SIGKILL), so nothing of a stopped attempt outlives
-its result. A normal attempt's background children are left alone: the result comes when
-the main child has exited and both pipes are closed, or ``drain_grace`` after the exit,
-when we stop reading and close our ends.
+A stopped attempt (timeout, ``terminate()``) gets SIGTERM to its group, then SIGKILL after
+the grace; its result waits until the group is empty or killed. A normal attempt's
+background children are left alone: reading stops ``drain_grace`` after the main exit.
 """
 
 from __future__ import annotations
@@ -70,23 +57,17 @@ class Command:
     output_limit: int = DEFAULT_OUTPUT_LIMIT
 
     def __post_init__(self) -> None:
-        if not self.argv:
-            raise ValueError("Command.argv: expected at least the program name, got ()")
-        if self.timeout is not None and not self.timeout > 0:
-            raise ValueError(
-                f"Command.timeout for {self.argv[0]!r}: expected seconds > 0 or None, "
-                f"got {self.timeout!r}"
-            )
-        if not self.kill_grace >= 0:
-            raise ValueError(
-                f"Command.kill_grace for {self.argv[0]!r}: expected seconds >= 0, "
-                f"got {self.kill_grace!r}"
-            )
-        if self.output_limit < 0:
-            raise ValueError(
-                f"Command.output_limit for {self.argv[0]!r}: expected bytes >= 0, "
-                f"got {self.output_limit!r}"
-            )
+        checks = (
+            ("argv", bool(self.argv), "at least the program name"),
+            ("timeout", self.timeout is None or self.timeout > 0, "seconds > 0 or None"),
+            ("kill_grace", self.kill_grace >= 0, "seconds >= 0"),
+            ("output_limit", self.output_limit >= 0, "bytes >= 0"),
+        )
+        where = f" for {self.argv[0]!r}" if self.argv else ""
+        for name, ok, expected in checks:
+            if not ok:
+                got = getattr(self, name)
+                raise ValueError(f"Command.{name}{where}: expected {expected}, got {got!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -359,9 +340,8 @@ class RunningProcess:
         self._drain_grace = 0.0
         self._exited_at: float | None = None
         self._stop = _Stop.NONE
-        self._stopping = False
         self._group_killed = False
-        self._kill_at: float | None = None
+        self._kill_at: float | None = None  # set once the group is being stopped
         self._timers: dict[str, asyncio.TimerHandle] = {}
 
     @property
@@ -377,9 +357,9 @@ class RunningProcess:
         bring the SIGKILL closer."""
         if self.done or self._popen is None:
             return
-        if not self._stopping:
+        if self._kill_at is None:
             self._begin_stop(_Stop.TERMINATE, grace)
-        elif self._kill_at is not None and self._loop.time() + grace < self._kill_at:
+        elif self._loop.time() + grace < self._kill_at:
             self._schedule_kill(grace)
 
     # --- life cycle (called by Runner.start and by the loop) -------------------------
@@ -451,7 +431,6 @@ class RunningProcess:
         # outcome is the one the main child earned by itself.
         if self._exited_at is None:
             self._stop = why
-        self._stopping = True
         self._signal_group(signal.SIGTERM)
         self._schedule_kill(grace)
 
@@ -478,7 +457,7 @@ class RunningProcess:
         except ProcessLookupError:
             return False
         except PermissionError:
-            return True
+            pass  # it exists, but is not ours to signal (a setuid grandchild)
         return True
 
     def _settle(self) -> None:
@@ -486,7 +465,7 @@ class RunningProcess:
         attempt, the group is empty or SIGKILLed."""
         if self.done or self._exited_at is None or self._open:
             return
-        if self._stopping and not self._group_killed and self._group_alive():
+        if self._kill_at is not None and not self._group_killed and self._group_alive():
             self._cancel("poll")
             self._timers["poll"] = self._loop.call_later(_GROUP_POLL, self._settle)
             return

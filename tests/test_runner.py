@@ -312,7 +312,7 @@ def test_command_for_turns_durations_into_seconds(
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"argv": ()}, r"Command.argv: expected at least the program name"),
+        ({"argv": ()}, r"Command.argv: expected at least the program name, got \(\)"),
         ({"timeout": 0.0}, r"Command.timeout for 'true': expected seconds > 0 or None, got 0.0"),
         ({"kill_grace": -1.0}, r"Command.kill_grace for 'true': expected seconds >= 0"),
         ({"output_limit": -1}, r"Command.output_limit for 'true': expected bytes >= 0"),
