@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from cronplus import plan
 from cronplus.clock import Clock
 from cronplus.logs import EventLog
-from cronplus.model import Crontab, Job, Outcome, RunResult, Slot, iso_utc
+from cronplus.model import Crontab, Job, Outcome, Overlap, RunResult, Slot, iso_utc
 from cronplus.runner import ProcessResult, Runner, RunningProcess, command_for
 from cronplus.schedule import Schedule
 from cronplus.state import Store
@@ -181,7 +181,7 @@ class Engine:
         started: list[SlotRun | None] = []
         for state, decision in decisions:
             self._report_missed(state.job, decision, now=now)
-            started.extend(self._launch(state, slot, now=now) for slot in decision.run)
+            started.extend(self._launch_in_order(state, decision.run, now=now))
             if decision.handled is not None:
                 state.handled = max(state.handled, decision.handled)
             self._push(state)
@@ -199,6 +199,25 @@ class Engine:
                 runs.append(run)
         return runs
 
+    def _launch_in_order(
+        self, state: JobState, slots: tuple[datetime, ...], *, now: datetime
+    ) -> list[SlotRun | None]:
+        """Launch several slots of one job; unless ``overlap: allow``, one after another.
+
+        Catch-up can make several slots due at once; under ``forbid`` or ``replace`` they
+        run in order instead of skipping or killing each other.
+        """
+        runs: list[SlotRun | None] = []
+        previous: SlotRun | None = None
+        for slot in slots:
+            if previous is not None and state.job.overlap is not Overlap.ALLOW:
+                run: SlotRun | None = self._start_run(state, slot, waits_for=[previous])
+            else:
+                run = self._launch(state, slot, now=now)
+            runs.append(run)
+            previous = run or previous
+        return runs
+
     def _launch(self, state: JobState, slot: datetime, *, now: datetime) -> SlotRun | None:
         job = state.job
         self._drop_pending_retries(state, slot)
@@ -210,8 +229,11 @@ class Engine:
         if action is plan.OverlapAction.REPLACE_THEN_START:
             for old in alive:
                 self._stop(old, Outcome.KILLED, f"replaced by the slot {iso_utc(slot)}", job)
-        run = SlotRun(job=job, slot=slot)
-        run.task = asyncio.create_task(self._run_slot(run, state, replacing=alive))
+        return self._start_run(state, slot, waits_for=alive)
+
+    def _start_run(self, state: JobState, slot: datetime, *, waits_for: list[SlotRun]) -> SlotRun:
+        run = SlotRun(job=state.job, slot=slot)
+        run.task = asyncio.create_task(self._run_slot(run, state, waits_for=waits_for))
         state.runs.append(run)
         self._runs.add(run)
         run.task.add_done_callback(lambda _: self._forget(state, run))
@@ -242,8 +264,8 @@ class Engine:
 
     # --- one slot: attempts and retries --------------------------------------------
 
-    async def _run_slot(self, run: SlotRun, state: JobState, *, replacing: list[SlotRun]) -> None:
-        for old in replacing:
+    async def _run_slot(self, run: SlotRun, state: JobState, *, waits_for: list[SlotRun]) -> None:
+        for old in waits_for:
             if old.task is not None:
                 await asyncio.wait([old.task])
         if run.job.jitter > timedelta(0):
