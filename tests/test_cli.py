@@ -1,0 +1,246 @@
+"""The ``cronplus`` command as a user runs it: real subprocesses, real files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import Cronplus
+
+BACKUP = """\
+jobs:
+  backup:
+    schedule: "0 3 * * *"
+    timezone: America/New_York
+    command: ["true"]
+  report:
+    schedule: "30 2 * * *"
+    timezone: America/New_York
+    command: "echo report"
+"""
+
+
+def test_validate_prints_ok_and_the_job_count(cronplus: Cronplus) -> None:
+    cronplus.write(BACKUP)
+    done = cronplus.run("validate")
+    assert (done.returncode, done.stdout) == (0, "OK: 2 jobs\n")
+
+
+def test_validate_prints_every_error_and_exits_2_without_a_traceback(cronplus: Cronplus) -> None:
+    cronplus.write(
+        """\
+        jobs:
+          a:
+            schedule: "0 0 31 2 *"
+            command: ["true"]
+            retrys: 3
+          b:
+            schedule: "* * * * *"
+            command: ["true"]
+            timeout: soon
+        """
+    )
+    done = cronplus.run("validate")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith(f"{cronplus.config}:3:15: jobs.a.schedule: ")
+    assert lines[1].startswith(f"{cronplus.config}:5:5: jobs.a.retrys: ")
+    assert "did you mean 'retries'" in lines[1]
+    assert lines[2].startswith(f"{cronplus.config}:9:14: jobs.b.timeout: ")
+
+
+def test_a_missing_file_is_exit_2_naming_it(cronplus: Cronplus) -> None:
+    done = cronplus.run("validate")
+    assert done.returncode == 2
+    assert str(cronplus.config) in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_next_json_has_the_design_shape_across_spring_forward(cronplus: Cronplus) -> None:
+    cronplus.write(BACKUP)
+    body = cronplus.json("next", "--after", "2026-03-07T12:00:00Z", "-n", "2")
+    assert body == [
+        {"job": "backup", "at": "2026-03-08T07:00:00Z", "local": "2026-03-08T03:00:00-04:00"},
+        {"job": "report", "at": "2026-03-08T07:00:00Z", "local": "2026-03-08T03:00:00-04:00"},
+        {"job": "report", "at": "2026-03-09T06:30:00Z", "local": "2026-03-09T02:30:00-04:00"},
+        {"job": "backup", "at": "2026-03-09T07:00:00Z", "local": "2026-03-09T03:00:00-04:00"},
+    ]
+
+
+def test_next_until_lists_every_fire_up_to_the_time(cronplus: Cronplus) -> None:
+    cronplus.write(BACKUP)
+    body = cronplus.json(
+        "next", "backup", "--after", "2026-01-01T00:00:00Z", "--until", "2026-01-10T12:00:00Z"
+    )
+    assert isinstance(body, list)
+    assert len(body) == 10  # 03:00 EST = 08:00Z, January 1 to 10
+    assert {row["job"] for row in body} == {"backup"}
+
+
+def test_next_without_an_offset_reads_the_time_in_the_host_zone(cronplus: Cronplus) -> None:
+    cronplus.write(BACKUP)
+    cronplus.env["TZ"] = "Asia/Tokyo"
+    body = cronplus.json("next", "backup", "--after", "2026-06-01T15:59", "-n", "1")
+    assert body == [
+        {"job": "backup", "at": "2026-06-01T07:00:00Z", "local": "2026-06-01T03:00:00-04:00"}
+    ]
+
+
+def test_a_config_option_after_the_command_name_is_accepted(cronplus: Cronplus) -> None:
+    cronplus.write(BACKUP)
+    done = cronplus.run("validate", "-c", str(cronplus.config))
+    assert done.returncode == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("next", "--until", "2026-01-01T00:00Z", "-n", "3"),
+        ("next", "--after", "yesterday"),
+        ("next", "nosuchjob"),
+        ("history", "-n", "0"),
+        ("frobnicate",),
+    ],
+    ids=["until-and-n", "bad-time", "unknown-job", "bad-count", "unknown-command"],
+)
+def test_usage_errors_exit_2_with_a_message(cronplus: Cronplus, args: tuple[str, ...]) -> None:
+    cronplus.write(BACKUP)
+    done = cronplus.run(*args)
+    assert done.returncode == 2
+    assert done.stderr.strip()
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "command", ["validate", "list", "next", "run-once", "run", "daemon", "history"]
+)
+def test_every_command_has_help(cronplus: Cronplus, command: str) -> None:
+    done = cronplus.run(command, "--help")
+    assert done.returncode == 0
+    assert "Usage:" in done.stdout
+
+
+def test_version(cronplus: Cronplus) -> None:
+    done = cronplus.run("--version")
+    assert done.returncode == 0
+    assert done.stdout.startswith("cronplus, version ")
+
+
+def test_list_shows_the_schedule_in_words_zone_and_next_runs(cronplus: Cronplus) -> None:
+    cronplus.write(BACKUP)
+    rows = cronplus.json("list")
+    assert isinstance(rows, list)
+    backup = rows[0]
+    assert backup["job"] == "backup"
+    assert backup["timezone"] == "America/New_York"
+    assert "03:00" in backup["meaning"]
+    assert backup["next_utc"].endswith("Z")
+    assert backup["last_outcome"] is None
+    table = cronplus.run("list").stdout
+    assert table.splitlines()[0].split()[:3] == ["JOB", "SCHEDULE", "MEANING"]
+
+
+def test_run_once_on_a_spring_forward_night_runs_the_0230_job_at_0300(cronplus: Cronplus) -> None:
+    cronplus.write(BACKUP)
+    body = cronplus.json("run-once", "--at", "2026-03-08T03:00:20-04:00", "--job", "report")
+    assert isinstance(body, dict)
+    assert body["at"] == "2026-03-08T07:00:20Z"
+    (run,) = body["runs"]
+    assert run == {
+        "job": "report",
+        "scheduled_at": "2026-03-08T07:00:00Z",
+        "outcome": "succeeded",
+        "attempts": 1,
+        "exit_code": 0,
+        "duration_s": run["duration_s"],
+    }
+    assert isinstance(run["duration_s"], float)
+
+
+def test_run_once_runs_both_jobs_due_in_the_minute_and_records_history(cronplus: Cronplus) -> None:
+    cronplus.write(BACKUP)
+    body = cronplus.json("run-once", "--at", "2026-03-08T07:00:00Z")
+    assert isinstance(body, dict)
+    assert sorted(run["job"] for run in body["runs"]) == ["backup", "report"]
+    history = cronplus.json("history")
+    assert isinstance(history, list)
+    assert sorted(row["job"] for row in history) == ["backup", "report"]
+    assert set(history[0]) == {
+        "run_id",
+        "job",
+        "scheduled_at",
+        "attempt",
+        "started_at",
+        "finished_at",
+        "outcome",
+        "exit_code",
+        "signal",
+        "duration_s",
+        "stderr_tail",
+    }
+
+
+def test_run_once_dry_run_runs_nothing(cronplus: Cronplus) -> None:
+    cronplus.write(BACKUP)
+    done = cronplus.run("run-once", "--at", "2026-03-08T07:00:00Z", "--dry-run")
+    assert done.returncode == 0
+    assert "would run backup for 2026-03-08T07:00:00Z" in done.stdout
+    assert cronplus.json("history") == []
+
+
+def test_run_once_exits_1_when_a_job_fails_after_its_retries(cronplus: Cronplus) -> None:
+    cronplus.write(
+        """\
+        jobs:
+          broken:
+            schedule: "* * * * *"
+            command: "echo oops >&2; exit 3"
+            retries: 1
+            retry_delay: 0.1s
+        """
+    )
+    done = cronplus.run("run-once", "--json")
+    assert done.returncode == 1
+    assert '"attempts": 2' in done.stdout
+    assert "WARNING job broken failed (attempt 1/2, exit 3" in done.stderr
+    assert "ERROR job broken failed: no retries left" in done.stderr
+    failed = cronplus.json("history", "--failed", "--job", "broken")
+    assert isinstance(failed, list)
+    assert [row["attempt"] for row in failed] == [2, 1]
+    assert failed[0]["stderr_tail"].strip() == "oops"
+
+
+def test_run_job_now_goes_through_the_same_path(cronplus: Cronplus) -> None:
+    out = cronplus.dir / "env.txt"
+    cronplus.write(
+        f"""\
+        jobs:
+          show-env:
+            schedule: "@yearly"
+            command: "env | grep ^CRONPLUS_ | sort > {out}"
+        """
+    )
+    done = cronplus.run("run", "show-env")
+    assert done.returncode == 0, done.stderr
+    names = [line.split("=")[0] for line in out.read_text().splitlines()]
+    assert names == ["CRONPLUS_ATTEMPT", "CRONPLUS_JOB", "CRONPLUS_RUN_ID", "CRONPLUS_SCHEDULED_AT"]
+
+
+def test_json_logs_have_stable_field_names(cronplus: Cronplus) -> None:
+    cronplus.write(
+        """\
+        jobs:
+          broken:
+            schedule: "* * * * *"
+            command: "exit 4"
+        """
+    )
+    done = cronplus.run("run-once", "--log-format", "json")
+    assert done.returncode == 1
+    events = [json.loads(line) for line in done.stderr.splitlines()]
+    failed = next(event for event in events if event["event"] == "attempt_failed")
+    for key in ("job", "run_id", "scheduled_at", "attempt", "outcome", "exit_code", "duration_s"):
+        assert key in failed
+    assert (failed["job"], failed["outcome"], failed["exit_code"]) == ("broken", "failed", 4)
