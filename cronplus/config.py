@@ -361,6 +361,7 @@ class _Values:
         self.root: Any = None
         self.root_mark: Any = None
         self.documents = 0
+        self.base60: set[tuple[int, int]] = set()  # places of 2:30-style numbers, reported
         self._anchors: dict[str, tuple[Any, str | None]] = {}
         self._stack: list[_Frame] = []
         self._constructor = yaml.constructor.SafeConstructor()
@@ -446,6 +447,7 @@ class _Values:
         kind = "integer" if isinstance(value, int) else "number"
         why = f"must be quoted: YAML 1.1 reads unquoted {text} as the base-60 {kind} {value}"
         self.issue(mark, here, f"{what} {why}")
+        self.base60.add((mark.line, mark.column))
 
     def _key(self, top: _Frame, key: Any, mark: Any) -> None:
         if key is not _MERGE and not isinstance(key, str):
@@ -529,8 +531,8 @@ class _Values:
         if kind == "argv":  # point at the argument itself, not at the whole command
             loc = (*loc, error.get("ctx", {})["index"])
         key_mark, mark, text = self.place(loc)
-        if text is not None and ":" in text:
-            return  # a base-60 number, reported while building
+        if mark is not None and (mark.line, mark.column) in self.base60:
+            return  # reported while building, with the reason
         if kind == "missing":
             key_mark, mark, _ = self.place(loc[:-1])
             need = f"missing key '{loc[-1]}': expected {_NEEDS.get(str(loc[-1]), 'a value')}"
@@ -598,7 +600,7 @@ def _read_yaml(text: str, file: str) -> _Values:
         if not values.issues and values.documents == 0:
             what = "is empty" if not text.strip() else "holds only comments"
             values.issue(None, (), f"the file {what}; expected a mapping with a 'jobs' key")
-        for (line, column), why in values.quoted.items():  # not reached: the file broke first
+        for (line, column), why in values.quoted.items():  # the file broke before them
             values.issues.append(ConfigIssue(file, line + 1, column + 1, "", f"value {why}"))
         return values
 

@@ -670,6 +670,14 @@ ERRORS: list[tuple[str, str | bytes, list[str]]] = [
         ],
     ),
     (
+        "timestamp-schedule",
+        "jobs:\n  backup:\n    schedule: 2026-03-08 02:30:00\n    command: x\n",
+        [
+            "crontab.yaml:3:15: jobs.backup.schedule: expected a cron expression such as "
+            '"0 3 * * *", got the date 2026-03-08T02:30:00; quote it: "2026-03-08 02:30:00"'
+        ],
+    ),
+    (
         "empty-file",
         "",
         ["crontab.yaml:1:1: the file is empty; expected a mapping with a 'jobs' key"],
