@@ -369,13 +369,18 @@ class RunningProcess:
         self.pid = popen.pid
         self._drain_grace = grace
         self._open = {fds[0]: self._stdout, fds[1]: self._stderr}
-        for fd in fds:
+        # The rest waits for the next loop turn, so a burst of starts spawns sooner and
+        # forks with a smaller descriptor table (no pidfds yet; bench/bench_spawn.py).
+        self._loop.call_soon(self._watch)
+
+    def _watch(self) -> None:
+        assert self._popen is not None
+        for fd in self._open:
             self._loop.add_reader(fd, self._on_readable, fd)
-        # Watched from the next loop turn: in a burst of starts the pidfds are not yet open,
-        # so every fork copies a smaller descriptor table (bench/bench_spawn.py).
-        self._loop.call_soon(_watch_exit, self._loop, popen, self._on_exit)
-        if self.command.timeout is not None:
-            self._timers["timeout"] = self._loop.call_later(self.command.timeout, self._on_timeout)
+        _watch_exit(self._loop, self._popen, self._on_exit)
+        if self.command.timeout is not None and self._exited_at is None:
+            deadline = self._started + self.command.timeout
+            self._timers["timeout"] = self._loop.call_at(deadline, self._on_timeout)
 
     def _fail(self, reason: str) -> None:
         self._finish(
@@ -423,8 +428,8 @@ class RunningProcess:
         self._settle()
 
     def _on_timeout(self) -> None:
-        assert self.command.timeout is not None
-        self._begin_stop(_Stop.TIMEOUT, self.command.kill_grace)
+        if self._kill_at is None:  # a terminate() already under way keeps its outcome
+            self._begin_stop(_Stop.TIMEOUT, self.command.kill_grace)
 
     def _begin_stop(self, why: _Stop, grace: float) -> None:
         # After the main child's exit the group's leftovers are still stopped, but the

@@ -427,6 +427,24 @@ def test_terminate_stops_a_running_group(tmp_path: Path, trap: str, number: int)
     wait_group_gone(result.pid)
 
 
+@pytest.mark.usefixtures("subreaper")
+def test_a_timeout_that_comes_during_terminate_changes_neither_outcome_nor_grace(
+    tmp_path: Path,
+) -> None:
+    cmd = sh("trap '' TERM; : > ready; sleep 300", workdir=tmp_path, timeout=0.4)
+
+    async def scenario() -> ProcessResult:
+        process = Runner().start(cmd)
+        await _until_exists(tmp_path / "ready")
+        process.terminate(1.0)
+        return await asyncio.wait_for(process.wait(), 10)
+
+    result = run(scenario())
+    assert (result.outcome, result.signal) == (Outcome.KILLED, signal.SIGKILL)
+    assert result.reason == "terminated by cronplus; ended by SIGKILL"
+    assert result.duration_s >= 1.0 - 0.01
+
+
 def test_a_cancelled_waiter_does_not_cancel_the_result_for_others() -> None:
     async def scenario() -> ProcessResult:
         process = Runner().start(sh("sleep 0.2; exit 5"))
