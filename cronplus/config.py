@@ -438,7 +438,7 @@ class _Values:
             return value, None
         if plain and ":" in value and isinstance(result, int | float):
             self._sexagesimal(event.start_mark, value, result)
-        return result, value if plain else None
+        return result, value if plain and value else None  # an empty value needs no quotes
 
     def _sexagesimal(self, mark: Any, text: str, value: float) -> None:
         """YAML 1.1 reads ``2:30`` as 150; no crontab field wants that, so it is an error."""

@@ -790,6 +790,11 @@ ERRORS: list[tuple[str, str | bytes, list[str]]] = [
         ],
     ),
     (
+        "empty-env-value",
+        JOB + "    env:\n      K:\n",
+        ["crontab.yaml:6:9: jobs.backup.env.K: expected a string, got an empty value"],
+    ),
+    (
         "env-name-with-equals",
         JOB + "    env: {'A=B': x}\n",
         [
