@@ -342,7 +342,8 @@ class _Frame:
 
     def __init__(self, value: Any, path: tuple[Any, ...], event: Any, as_key: bool) -> None:
         self.value, self.path, self.anchor, self.mark = value, path, event.anchor, event.start_mark
-        self.as_key, self.key, self.key_mark = as_key, cast(Any, None), None
+        self.as_key, self.key_mark = as_key, None
+        self.key: Any = None
         self.places: dict[Any, _Place] = {}
         self.merges: list[tuple[Any, Any]] = []
 
