@@ -258,7 +258,7 @@ def _parse_field(index: int, text: str, job_name: str) -> tuple[int, tuple[_Spec
 
 def _parse_item(index: int, item: str, job_name: str) -> int:
     base, slash, step_text = item.partition("/")
-    step = _number(index, step_text, 1, _STEP_MAX[index], "step") if slash else 1
+    step = _number(index, step_text, item, (1, _STEP_MAX[index]), "step ") if slash else 1
     low, high = _STAR_SPAN.get(index, _FIELDS[index][1:])
     if base == "?" and index not in (_DOM, _DOW):
         raise _error(index, "'?' is only allowed in the day-of-month and day-of-week fields")
@@ -266,6 +266,8 @@ def _parse_item(index: int, item: str, job_name: str) -> int:
         low, high = _hashed(index, base, job_name, step if slash else 0)
     elif "-" in base:
         low, high = (_value(index, part, item) for part in base.split("-", 1))
+        if index == _DOW and high == 0 < low:
+            high = 7  # fri-sun: Sunday ends the week as well as starting it
         if low > high:
             raise _error(index, f"range {base} runs backwards; expected low-high")
     elif base not in ("*", "?"):
@@ -284,12 +286,12 @@ def _parse_special(index: int, item: str) -> _Special | None:
         if upper in ("L", "LW"):
             return (upper, 0, 0)
         if upper.startswith("L-"):
-            return ("L", _number(index, upper[2:], 0, 30, "days before the last day"), 0)
+            return ("L", _number(index, item[2:], item, (0, 30)), 0)
         if upper.endswith("W"):
             return ("W", _value(index, item[:-1], item), 0)
     if index == _DOW and "#" in upper:
         day, _, nth = item.partition("#")
-        return ("#", _value(index, day, item) % 7, _number(index, nth, 1, 5, "occurrence"))
+        return ("#", _value(index, day, item) % 7, _number(index, nth, item, (1, 5), "occurrence "))
     if index == _DOW and upper.startswith("L"):
         raise _error(index, f"{item!r}: expected the weekday before L, such as 5L (last Friday)")
     if index == _DOW and upper.endswith("L"):
@@ -330,11 +332,12 @@ def _value(index: int, token: str, item: str) -> int:
     return int(token)
 
 
-def _number(index: int, token: str, low: int, high: int, what: str) -> int:
+def _number(index: int, token: str, item: str, bounds: tuple[int, int], what: str = "") -> int:
+    low, high = bounds
     if not (token.isascii() and token.isdigit()):
-        raise _error(index, f"{what} {token!r} is not a number; expected {low}-{high}")
+        raise _error(index, f"{what}{token!r} in {item!r} is not a number; expected {low}-{high}")
     if not low <= int(token) <= high:
-        raise _error(index, f"{what} {int(token)} is out of range {low}-{high}")
+        raise _error(index, f"{what}{int(token)} in {item!r} is out of range {low}-{high}")
     return int(token)
 
 
@@ -642,22 +645,29 @@ def _describe(matcher: _Matcher) -> str:
 def _describe_time(matcher: _Matcher) -> str:
     seconds, minutes, hours = _bits(matcher.seconds), _bits(matcher.minutes), _bits(matcher.hours)
     if len(matcher.clock) <= 4:
-        at = _join([f"{h:02}:{m:02}" for h, m in (divmod(time, 60) for time in matcher.clock)])
-        if seconds == [0]:
-            return f"at {at}"
-        return f"{_every(seconds, 60, 'second')} during {at}"
+        tail = f":{seconds[0]:02}" if len(seconds) == 1 and seconds[0] else ""
+        at = _join(
+            [f"{h:02}:{m:02}{tail}" for h, m in (divmod(time, 60) for time in matcher.clock)]
+        )
+        return f"at {at}" if len(seconds) == 1 else f"{_every(seconds, 60, 'second')} during {at}"
     phrase = _every(minutes, 60, "minute")
+    contiguous = hours == list(range(hours[0], hours[-1] + 1))
+    if phrase.startswith("at") and contiguous:
+        phrase += " of every hour"
     if seconds != [0]:
         second_phrase = _every(seconds, 60, "second")
-        phrase = second_phrase if len(minutes) == 60 else f"{second_phrase}, {phrase}"
+        if len(minutes) < 60:
+            phrase = f"{second_phrase}, {phrase}"
+        else:
+            phrase = second_phrase + (" of every minute" if second_phrase.startswith("at") else "")
     if len(hours) == 24:
-        return phrase + (" of every hour" if phrase.startswith("at") else "")
-    if hours == list(range(hours[0], hours[-1] + 1)):
+        return phrase
+    if contiguous:
         return f"{phrase} from {hours[0]:02}:00 through {hours[-1]:02}:59"
     step = _step_of(hours, 24)
-    return (
-        f"{phrase} of every {_ordinal(step)} hour" if step else f"{phrase} in hours {_join(hours)}"
-    )
+    if step:
+        return f"{phrase} of every {_ordinal(step)} hour"
+    return f"{phrase} in hours {_join(hours)}"
 
 
 def _describe_days(matcher: _Matcher) -> str:
@@ -671,7 +681,7 @@ def _describe_days(matcher: _Matcher) -> str:
         )
     for kind, day, _ in matcher.dom_special:
         if kind == "L":
-            parts.append(f"{day} days before the last day" if day else "the last day")
+            parts.append(f"the {_ordinal(day + 1)}-to-last day" if day else "the last day")
         else:
             parts.append(f"the weekday nearest day {day}" if day else "the last weekday")
     return f"{_join(parts)} of the month"

@@ -71,6 +71,8 @@ def plain_values(item: str, field_number: int, job_name: str) -> set[int]:
             low = high = low + hashed(job_name, field_number) % size
     elif "-" in item:
         low, high = (number(part, field_number) for part in item.split("-"))
+        if field_number == 5 and high == 0:  # "fri-sun": Sunday also ends the week
+            high = 7
     else:
         low = number(item, field_number)
         high = STAR[field_number][1] if has_step else low

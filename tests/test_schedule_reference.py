@@ -126,7 +126,7 @@ def day_of_week_items(draw: st.DrawFn, hint: int) -> str:
             [f"{hint}L", f"{name}L", f"{hint}#{draw(st.integers(1, 5))}", f"{name}#2", "7L"]
         )
     )
-    ranges = ["mon-fri", "1-5", "0,6", "sat,sun", "7", f"{name}"]
+    ranges = ["mon-fri", "1-5", "0,6", "sat,sun", "fri-sun", "7", f"{name}"]
     return draw(st.sampled_from(["*", "?", plain, special, f"{plain},{special}", *ranges]))
 
 
@@ -177,6 +177,7 @@ def check_against_reference(schedule: Schedule, where: Window) -> int:
     local = [fire.astimezone(where.zone).isoformat() for fire in actual]
     assert local == [fire.astimezone(where.zone).isoformat() for fire in expected]
     assert schedule.count_between(where.start, where.end) == len(expected)
+    assert schedule.describe()
     latest = schedule.previous_before(where.end + timedelta(microseconds=1))
     if expected:
         assert latest == expected[-1]
