@@ -46,7 +46,7 @@ def crontab_text(n: int, *, seed: int = 7, command: str = "true") -> str:
             f"  job-{i:05d}:",
             f'    schedule: "{rng.choice(EXPRESSIONS)}"',
             f"    timezone: {rng.choice(ZONES)}",
-            f"    command: [\"{command}\"]",
+            f'    command: ["{command}"]',
         ]
     return "\n".join(lines) + "\n"
 

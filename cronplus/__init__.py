@@ -1,3 +1,3 @@
-"""cronplus: a cron daemon with per-job time zones, DST-correct schedules, retries and a failure log."""
+"""cronplus: a cron daemon with per-job zones, DST-correct schedules, retries and a failure log."""
 
 __version__ = "0.1.0"
