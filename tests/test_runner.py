@@ -373,9 +373,9 @@ def test_whoever_ignores_sigterm_after_a_timeout_is_sigkilled_after_kill_grace(
 
 
 def test_a_main_child_that_ignores_sigterm_is_waited_for_until_kill_grace() -> None:
-    result = run(execute(sh("trap '' TERM; sleep 300", timeout=0.3, kill_grace=0.3)))
+    result = run(execute(sh("trap '' TERM; sleep 300", timeout=0.5, kill_grace=0.3)))
     assert (result.outcome, result.signal) == (Outcome.TIMED_OUT, signal.SIGKILL)
-    assert result.duration_s >= 0.3 + 0.3 - 0.01
+    assert result.duration_s >= 0.5 + 0.3 - 0.01
 
 
 @pytest.mark.parametrize(
@@ -431,18 +431,18 @@ def test_terminate_stops_a_running_group(tmp_path: Path, trap: str, number: int)
 def test_a_timeout_that_comes_during_terminate_changes_neither_outcome_nor_grace(
     tmp_path: Path,
 ) -> None:
-    cmd = sh("trap '' TERM; : > ready; sleep 300", workdir=tmp_path, timeout=0.4)
+    cmd = sh("trap '' TERM; : > ready; sleep 300", workdir=tmp_path, timeout=0.2)
 
     async def scenario() -> ProcessResult:
         process = Runner().start(cmd)
         await _until_exists(tmp_path / "ready")
-        process.terminate(1.0)
+        process.terminate(0.7)
         return await asyncio.wait_for(process.wait(), 10)
 
     result = run(scenario())
     assert (result.outcome, result.signal) == (Outcome.KILLED, signal.SIGKILL)
     assert result.reason == "terminated by cronplus; ended by SIGKILL"
-    assert result.duration_s >= 1.0 - 0.01
+    assert result.duration_s >= 0.7 - 0.01
 
 
 def test_a_cancelled_waiter_does_not_cancel_the_result_for_others() -> None:
@@ -560,7 +560,7 @@ def test_a_grandchild_holding_the_pipe_does_not_hold_the_run() -> None:
 
 @pytest.mark.usefixtures("subreaper")
 def test_a_timeout_does_not_touch_a_finished_job_whose_grandchild_still_drains() -> None:
-    result = run(execute(sh("sleep 30 & echo done", timeout=0.3), drain_grace=1.0))
+    result = run(execute(sh("sleep 30 & echo done", timeout=0.2), drain_grace=0.6))
     assert (result.outcome, result.reason) == (Outcome.SUCCEEDED, "")
     assert result.pid is not None
     assert len(live_members(result.pid)) == 1
