@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import re
 import struct
 import subprocess
 import sys
@@ -436,6 +437,7 @@ def test_the_dst_class_comes_from_the_minute_and_hour_fields(
         ("* * * *", "expected 5 fields, or 6 with seconds first, got 4"),
         ("* * * * * * *", "expected 5 fields, or 6 with seconds first, got 7"),
         ("@reboot", "@reboot: cronplus has no boot event; expected a time, such as @daily"),
+        ("@REBOOT", "@reboot: cronplus has no boot event; expected a time, such as @daily"),
         ("@often", "unknown macro '@often'; expected @yearly, @annually, @monthly, @weekly, "
                    "@daily, @midnight, @hourly"),
         ("@daily 5", "unknown macro '@daily 5'; expected @yearly, @annually, @monthly, @weekly, "
@@ -492,9 +494,19 @@ def test_rare_but_possible_dates_are_not_never() -> None:
     assert days("0 0 29 2 */7", "2026-01-01T00:00:00Z", 1) == ["2032-02-29"]  # AND: a Sunday
 
 
-def test_it_needs_aware_datetimes() -> None:
-    with pytest.raises(ValueError, match="aware"):
-        parse("* * * * *").next_after(datetime(2026, 1, 1))
+@pytest.mark.parametrize(
+    ("instant", "message"),
+    [
+        (datetime(2026, 1, 1), "expected an aware datetime, got 2026-01-01T00:00:00"),
+        (datetime(9999, 1, 1, tzinfo=UTC), "expected a year from 100 to 9000, got 9999-"),
+    ],
+    ids=["naive", "beyond-year-9000"],
+)
+def test_it_rejects_instants_it_cannot_place(instant: datetime, message: str) -> None:
+    schedule = parse("* * * * *")
+    for ask in (schedule.next_after, schedule.previous_before):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            ask(instant)
 
 
 # --- the API ----------------------------------------------------------------------------------
