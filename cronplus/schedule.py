@@ -385,7 +385,8 @@ class _Matcher:
         every_day = (self.months, self.dom, self.dow) == (_ALL_MONTHS, _ALL_DAYS, 0x7F)
         clock = _clock(self.hours, self.minutes)
         object.__setattr__(self, "clock", clock)
-        object.__setattr__(self, "every_day", every_day and not self.dom_special + self.dow_special)
+        plain = not (self.dom_special or self.dow_special)
+        object.__setattr__(self, "every_day", every_day and plain)
         object.__setattr__(self, "per_day", len(clock) * self.seconds.bit_count())
 
     def next_wall(self, low: int) -> int | None:
@@ -585,7 +586,7 @@ def _transitions(zone: ZoneInfo, year: int) -> tuple[tuple[int, int, int], ...]:
     probe, end = _year_start(year), _year_start(year + 1)
     before = _offset(zone, probe)
     while probe < end:
-        low, probe = probe, min(probe + _DAY, end)
+        low, probe = probe, min(probe + _DAY, end)  # one day: changes are days apart
         after = _offset(zone, probe)
         if after != before:
             high = probe
