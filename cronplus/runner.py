@@ -537,6 +537,10 @@ class Runner:
         except OSError as error:
             process._fail(spawn_failure_reason(error, command.argv[0], workdir))
             return process
+        except ValueError as error:
+            # Popen's word for text no exec can carry: a NUL byte, "=" in a variable name.
+            process._fail(f"cannot start {command.argv[0]}: {error}")
+            return process
         self._alive[process] = None
         process._attach(popen, (out_fd, err_fd), self._drain_grace)
         return process

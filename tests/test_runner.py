@@ -637,6 +637,23 @@ def test_a_command_that_cannot_start_is_a_failed_attempt(
     assert result.reason == reason.format(tmp=tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("argv", "env", "reason"),
+    [
+        (("echo", "a\0b"), {}, "cannot start echo: embedded null byte"),
+        (("echo",), {"A=B": "c"}, "cannot start echo: illegal environment variable name"),
+    ],
+    ids=["nul-in-argv", "equals-in-a-variable-name"],
+)
+def test_text_that_exec_cannot_carry_is_a_failed_attempt(
+    argv: tuple[str, ...], env: dict[str, str], reason: str
+) -> None:
+    fds = open_fds()
+    result = run(execute(command(argv, env=env)))
+    assert (result.outcome, result.pid, result.reason) == (Outcome.FAILED, None, reason)
+    assert open_fds() == fds
+
+
 def free_descriptor_slots() -> int:
     opened: list[int] = []
     try:
