@@ -260,6 +260,9 @@ def _spawn(command: Command, workdir: str) -> tuple[subprocess.Popen[bytes], int
             cwd=workdir,
             env=command.env,
             start_new_session=True,
+            # Keeps the daemon's own descriptors (the state lock, the notify socket) out of
+            # jobs, even one a library opened without O_CLOEXEC.
+            close_fds=True,
         )
     except BaseException:
         os.close(out_read)
