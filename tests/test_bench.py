@@ -1,0 +1,225 @@
+"""The benchmark scripts run end to end on tiny sizes and print well-formed tables.
+
+No timing is ever asserted: only that every way ran, every cell holds a number of the
+right shape, and that ``--write-results`` touches nothing but its own section.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+
+from bench_daemon import idle_month, moved_to_month
+from bench_runonce import bench_env, build_stamp, percentile, read_stamps, rewritten, update_results
+from gen import EXPRESSIONS, ZONES, crontab_text
+
+from cronplus import config
+from cronplus.schedule import Schedule
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+SPREAD = re.compile(r"^\d+\.\d+ \(\d+\.\d+–\d+\.\d+\)$")
+"""A ``median (min–max)`` cell."""
+NUMBER = re.compile(r"^\d[\d,]*(\.\d+)?$")
+
+Table = list[list[str]]
+
+
+def tables(text: str) -> list[Table]:
+    """Every markdown table in ``text``, as rows of cells (separator rows checked and dropped)."""
+    found: list[Table] = []
+    current: Table = []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            current.append([cell.strip() for cell in line.strip("|").split("|")])
+        elif current:
+            assert all(cell == "---" for cell in current[1]), f"no separator row in {current}"
+            assert {len(row) for row in current} == {len(current[0])}, f"ragged table {current}"
+            found.append([current[0], *current[2:]])
+            current = []
+    return found
+
+
+def column(table: Table, name: str) -> list[str]:
+    index = table[0].index(name)
+    return [row[index] for row in table[1:]]
+
+
+def run_script(script: str, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+# --- the scripts, end to end -----------------------------------------------------------
+
+
+def test_the_runonce_bench_times_every_way_on_ten_jobs(tmp_path: Path) -> None:
+    out = run_script("bench_runonce.py", "-n", "10", "--repeats", "1", "--build-dir", str(tmp_path))
+    command, loops, targets = tables(out)
+    assert command[0][0] == "jobs run"
+    assert column(command, "jobs run") == ["stamp", "/bin/true"]
+    stamp_row, true_row = command[1][1:], command[2][1:]
+    assert all(SPREAD.match(cell) for cell in stamp_row), stamp_row
+    assert true_row[:3] == ["–", "–", "–"] and SPREAD.match(true_row[3])
+    assert column(loops, "way") == ["engine", "popen", "posix_spawn", "asyncio", "runner"]
+    for row in loops[1:]:
+        assert all(SPREAD.match(cell) for cell in row[1:3]), row
+        assert NUMBER.match(row[3]), row
+    assert len(targets) == 3
+    assert set(column(targets, "met")) <= {"yes", "**no**"}
+
+
+def test_the_daemon_bench_measures_and_writes_only_its_section(tmp_path: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Benchmark results\n\n## run-once burst\n\nkept as it is\n")
+    out = run_script(
+        "bench_daemon.py",
+        *("--sizes", "10", "--burst-sizes", "10", "--repeats", "1"),
+        *("--idle-seconds", "1", "--lateness-seconds", "2", "--burst-lead", "5"),
+        *("--build-dir", str(tmp_path), "--write-results", str(results)),
+    )
+    idle, every_second, burst, targets = tables(out)
+    assert column(idle, "jobs") == ["10"]
+    assert SPREAD.match(idle[1][1])
+    assert all(NUMBER.match(cell) for cell in idle[1][2:]), idle[1]
+    assert int(column(every_second, "starts")[0]) >= 1
+    assert all(NUMBER.match(cell) for cell in every_second[1]), every_second[1]
+    assert column(burst, "jobs") == ["10"]
+    assert all(SPREAD.match(cell) for cell in burst[1][1:]), burst[1]
+    assert column(targets, targets[0][0]) == ["every-second job: p99"]
+    written = results.read_text()
+    assert written.startswith("# Benchmark results\n\n## run-once burst\n\nkept as it is\n")
+    assert "\n## daemon\n\n<!-- bench_daemon.py: begin -->\n- date: " in written
+    assert tables(written.split("## daemon", 1)[1]) == [idle, every_second, burst, targets]
+
+
+def test_stamp_writes_the_job_its_slot_and_the_realtime_of_its_start(tmp_path: Path) -> None:
+    stamp, out = build_stamp(tmp_path), tmp_path / "stamps.txt"
+    env = {"CRONPLUS_JOB": "job-7", "CRONPLUS_SCHEDULED_AT": "2026-03-08T07:00:00Z"}
+    before = time.time()
+    for _ in range(2):
+        subprocess.run([stamp, out], env=env, check=True)
+    after = time.time()
+    stamps = read_stamps(out)
+    assert [(s.job, s.scheduled_at) for s in stamps] == [
+        ("job-7", datetime(2026, 3, 8, 7, tzinfo=UTC))
+    ] * 2
+    assert before <= stamps[0].at <= stamps[1].at <= after
+    assert stamps[0].lateness == stamps[0].at - datetime(2026, 3, 8, 7, tzinfo=UTC).timestamp()
+
+
+def test_stamp_without_a_file_argument_exits_2_with_its_usage(tmp_path: Path) -> None:
+    done = subprocess.run([build_stamp(tmp_path)], capture_output=True, text=True)
+    assert (done.returncode, done.stderr) == (2, "usage: stamp FILE\n")
+
+
+def test_a_malformed_stamp_line_is_named_with_its_place(tmp_path: Path) -> None:
+    path = tmp_path / "stamps.txt"
+    path.write_text("job-1 2026-03-08T07:00:00Z 1.5\njob-2 oops\n")
+    with pytest.raises(ValueError, match=r"stamps.txt:2: expected 'JOB SCHEDULED_AT SECONDS'"):
+        read_stamps(path)
+
+
+# --- the pieces ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "q", "expected"),
+    [
+        (list(range(1, 101)), 99, 99),
+        (list(range(100, 0, -1)), 50, 50),
+        ([3.0], 99, 3.0),
+        ([4, 1, 3, 2], 50, 2),
+        ([4, 1, 3, 2], 99, 4),
+    ],
+    ids=["p99-of-100", "p50-unsorted", "one-value", "p50-even", "p99-of-4-is-max"],
+)
+def test_percentile_is_the_nearest_rank(values: list[float], q: float, expected: float) -> None:
+    assert percentile(values, q) == expected
+
+
+def test_rewritten_keeps_generated_jobs_and_zones_with_new_schedules_and_commands(
+    tmp_path: Path,
+) -> None:
+    env = {"XDG_STATE_HOME": str(tmp_path)}
+    text = crontab_text(40)
+    generated = config.loads(text, path=tmp_path / "gen.yaml", env=env)
+    seen: list[tuple[str, str]] = []
+
+    def schedule(old: str, zone: ZoneInfo) -> str:
+        seen.append((old, zone.key))
+        return "5 4 * * *"
+
+    path = tmp_path / "crontab.yaml"
+    path.write_text(rewritten(text, schedule=schedule, argv=("/a b", "c")))
+    crontab = config.load(path, env=env)
+    assert seen == [(job.schedule, job.timezone.key) for job in generated.jobs]
+    assert [(job.name, job.timezone) for job in crontab.jobs] == [
+        (job.name, job.timezone) for job in generated.jobs
+    ]
+    assert {(job.schedule, job.command) for job in crontab.jobs} == {("5 4 * * *", ("/a b", "c"))}
+
+
+@pytest.mark.parametrize(
+    "today",
+    [datetime(2026, 11, 25, 0, 8, tzinfo=UTC), datetime(2026, 6, 30, 23, 59, tzinfo=UTC)],
+    ids=["november", "end-of-june"],
+)
+@pytest.mark.parametrize("expression", [*EXPRESSIONS, "@weekly", "* * * * * *"])
+def test_an_idle_schedule_stays_quiet_for_months(today: datetime, expression: str) -> None:
+    month = moved_to_month(idle_month(today))
+    for key in ZONES:
+        zone = ZoneInfo(key)
+        schedule = Schedule.parse(month(expression, zone), zone=zone, job_name="job-00001")
+        assert schedule.next_after(today) - today > timedelta(days=120), (expression, key)
+
+
+BLOCK = "<!-- me: begin -->\nnew body\n<!-- me: end -->"
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (None, f"# Benchmark results\n\n## mine\n\n{BLOCK}\n"),
+        ("# R\n\n## theirs\n\nx\n", f"# R\n\n## theirs\n\nx\n\n## mine\n\n{BLOCK}\n"),
+        ("# R\n\n## mine\n\nanalysis\n", f"# R\n\n## mine\n\n{BLOCK}\n\nanalysis\n"),
+        (
+            "# R\n\n## mine\n\n<!-- me: begin -->\nold\n<!-- me: end -->\n\nanalysis\n"
+            "\n## theirs\n",
+            f"# R\n\n## mine\n\n{BLOCK}\n\nanalysis\n\n## theirs\n",
+        ),
+    ],
+    ids=["no-file", "other-sections-only", "heading-without-block", "block-replaced"],
+)
+def test_update_results_replaces_only_its_own_block(
+    tmp_path: Path, before: str | None, after: str
+) -> None:
+    path = tmp_path / "RESULTS.md"
+    if before is not None:
+        path.write_text(before)
+    update_results(path, "## mine", "new body\n", owner="me")
+    assert path.read_text() == after
+
+
+def test_the_bench_env_drops_what_steers_cronplus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRONPLUS_CONFIG", "/elsewhere.yaml")
+    monkeypatch.setenv("NOTIFY_SOCKET", "/run/notify")
+    env = bench_env(Path("/tmp/state-x"))
+    assert "CRONPLUS_CONFIG" not in env and "NOTIFY_SOCKET" not in env
+    assert env["XDG_STATE_HOME"] == "/tmp/state-x"
+    assert env["PATH"] == os.environ["PATH"]
