@@ -23,9 +23,10 @@ from typing import Any
 
 import pytest
 
-from cronplus import state
+from cronplus import sqlite_store as state  # SQLite's own schema and statements
 from cronplus.model import Outcome, RunResult, StateError
-from cronplus.state import SCHEMA_VERSION, Migration, SqliteStore, Store
+from cronplus.sqlite_store import SCHEMA_VERSION
+from cronplus.state import Migration, SqliteStore, Store
 
 T0 = datetime(2026, 3, 8, 7, 0, tzinfo=UTC)
 KEEP = 1000
