@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.resources
 import re
@@ -17,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+import cronplus
 from cronplus.model import ScheduleError
 from cronplus.schedule import Schedule
 
@@ -622,3 +624,65 @@ def test_no_zone_changes_its_offset_twice_within_the_daily_sampling_step() -> No
         changes = tzif_offset_changes(key)
         too_close += [(key, b) for a, b in pairwise(changes) if b - a <= 86_400]
     assert too_close == []
+
+
+# --- module boundaries ---------------------------------------------------------------------------
+
+
+def imports_cronexpr(source: str, module: str) -> bool:
+    """Whether ``source``, the text of ``module`` (e.g. ``cronplus.engine``), imports cronexpr."""
+    target, package = "cronplus.cronexpr", module.rsplit(".", 1)[0].split(".")
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            origin = ".".join([*base, *([node.module] if node.module else [])])
+            names = [origin, *(f"{origin}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        if any(name == target or name.startswith(f"{target}.") for name in names):
+            return True
+    return False
+
+
+@pytest.mark.parametrize(
+    ("source", "module", "found"),
+    [
+        ("import cronplus.cronexpr", "cronplus.engine", True),
+        ("import cronplus.cronexpr as grammar", "cronplus.engine", True),
+        ("from cronplus import cronexpr", "cronplus.engine", True),
+        ("from cronplus.cronexpr import Matcher", "cronplus.engine", True),
+        ("from . import cronexpr", "cronplus.engine", True),
+        ("from .cronexpr import parse", "cronplus.engine", True),
+        ("from .. import cronexpr", "cronplus.sub.engine", True),
+        ("def f() -> None:\n    from cronplus import cronexpr", "cronplus.engine", True),
+        ("from cronplus import schedule", "cronplus.engine", False),
+        ("from cronplus.schedule import Schedule", "cronplus.engine", False),
+        ("from . import cronexpr", "cronplus.sub.engine", False),
+        ("import cronexpr", "cronplus.engine", False),
+    ],
+    ids=[
+        "import", "import-as", "from-package", "from-module", "relative", "relative-module",
+        "relative-from-subpackage", "inside-a-function", "schedule", "from-schedule",
+        "sibling-in-subpackage", "top-level-namesake",
+    ],
+)  # fmt: skip
+def test_the_import_scan_sees_every_way_of_importing_cronexpr(
+    source: str, module: str, found: bool
+) -> None:
+    assert imports_cronexpr(source, module) is found
+
+
+def test_only_schedule_imports_the_cron_expression_module() -> None:
+    # DESIGN section 2: one importer, so the grammar can be swapped for a library.
+    root = Path(cronplus.__file__).parent
+    importers = [
+        path.relative_to(root.parent).as_posix()
+        for path in sorted(root.rglob("*.py"))
+        if imports_cronexpr(
+            path.read_text(encoding="utf-8"),
+            ".".join(path.relative_to(root.parent).with_suffix("").parts),
+        )
+    ]
+    assert importers == ["cronplus/schedule.py"]
