@@ -243,7 +243,7 @@ _watch_exit: ExitWatcher = watch_exit_pidfd if hasattr(os, "pidfd_open") else wa
 
 
 def _spawn(command: Command, workdir: str) -> tuple[subprocess.Popen[bytes], int, int]:
-    """Start the child on two fresh pipes; return it and the read ends, non-blocking."""
+    """Start the child on two fresh pipes; return it and our (read) ends."""
     out_read, out_write = os.pipe()
     try:
         err_read, err_write = os.pipe()
@@ -272,8 +272,6 @@ def _spawn(command: Command, workdir: str) -> tuple[subprocess.Popen[bytes], int
         # The child has its copies; ours must go or we would never see end-of-file.
         os.close(out_write)
         os.close(err_write)
-    os.set_blocking(out_read, False)
-    os.set_blocking(err_read, False)
     return popen, out_read, err_read
 
 
@@ -379,6 +377,7 @@ class RunningProcess:
     def _watch(self) -> None:
         assert self._popen is not None
         for fd in self._open:
+            os.set_blocking(fd, False)
             self._loop.add_reader(fd, self._on_readable, fd)
         _watch_exit(self._loop, self._popen, self._on_exit)
         if self.command.timeout is not None and self._exited_at is None:
