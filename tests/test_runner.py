@@ -10,6 +10,7 @@ import asyncio
 import ctypes
 import errno
 import os
+import re
 import resource
 import signal
 import stat
@@ -753,3 +754,22 @@ def test_an_exit_watcher_reports_the_exit_once_after_reaping(watch: Watcher) -> 
     calls, popen = run(scenario())
     assert calls == [7]
     assert _proc_stat(str(popen.pid)) is None, "the child was not reaped"
+
+
+def test_the_spawn_benchmark_runs_every_way_and_prints_a_table() -> None:
+    bench = Path(__file__).resolve().parent.parent / "bench" / "bench_spawn.py"
+    done = subprocess.run(
+        [sys.executable, str(bench), "-n", "5", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [line.strip("|").split("|") for line in done.stdout.splitlines() if line[:1] == "|"]
+    header, separator, *body = ([cell.strip() for cell in row] for row in rows)
+    assert header[0] == "way" and set(separator) == {"---"}
+    assert [row[0] for row in body] == ["popen", "posix_spawn", "asyncio", "runner"]
+    spread = r"\d+\.\d{3} \(\d+\.\d{3}–\d+\.\d{3}\)"
+    for row in body:
+        assert all(re.fullmatch(spread, cell) for cell in row[1:3]), row
+        assert re.fullmatch(r"[\d,]+", row[3]), row
