@@ -58,6 +58,7 @@ from bench_runonce import (
     build_stamp,
     cell,
     cronplus_argv,
+    load_average,
     machine,
     markdown_table,
     percentile,
@@ -450,6 +451,7 @@ def main() -> None:
         help=f"also update the '{HEADING}' section of FILE (bench/RESULTS.md)",
     )
     args = parser.parse_args()
+    loadavg = load_average()
     stamp = build_stamp(args.build_dir)
     raise_fd_limit(max([*args.burst_sizes, 1]))  # the daemons inherit it
     with tempfile.TemporaryDirectory(prefix="bench-daemon-") as tmp:
@@ -461,15 +463,15 @@ def main() -> None:
             for n in args.burst_sizes:
                 bursts[n].append(burst(space, stamp, n, lead=args.burst_lead))
     text = report(idle, late, bursts, args)
-    print(text)
+    command = (
+        f"python bench/bench_daemon.py --sizes {','.join(map(str, args.sizes))} "
+        f"--idle-seconds {args.idle_seconds:g} --lateness-seconds {args.lateness_seconds:g} "
+        f"--burst-sizes {','.join(map(str, args.burst_sizes))} --repeats {args.repeats} "
+        f"--burst-lead {args.burst_lead:g}"
+    )
+    body = f"{machine(loadavg)}\n- command: `{command}`\n\n{text}"
+    print(body)
     if args.write_results is not None:
-        command = (
-            f"python bench/bench_daemon.py --sizes {','.join(map(str, args.sizes))} "
-            f"--idle-seconds {args.idle_seconds:g} --lateness-seconds {args.lateness_seconds:g} "
-            f"--burst-sizes {','.join(map(str, args.burst_sizes))} --repeats {args.repeats} "
-            f"--burst-lead {args.burst_lead:g}"
-        )
-        body = f"{machine()}\n- command: `{command}`\n\n{text}"
         update_results(args.write_results, HEADING, body, owner="bench_daemon.py")
 
 

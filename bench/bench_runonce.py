@@ -312,7 +312,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(1, math.ceil(len(ordered) * q / 100)) - 1]
 
 
-def machine() -> str:
+def machine(loadavg: str) -> str:
     """The host, as RESULTS.md records it."""
     uname = subprocess.run(["uname", "-a"], capture_output=True, text=True).stdout.strip()
     cpuinfo = Path("/proc/cpuinfo")
@@ -324,8 +324,28 @@ def machine() -> str:
         f"- `uname -a`: `{uname or platform.platform()}`\n"
         f"- CPU: {models[0] if models else platform.processor() or 'unknown'}, "
         f"{os.cpu_count()} cores\n"
-        f"- Python {platform.python_version()}"
+        f"- Python {platform.python_version()}\n"
+        f"- load average when the run began (other work on the host): {loadavg}\n"
+        f"- code: {code_state()}"
     )
+
+
+def code_state() -> str:
+    """The commit measured, and whether cronplus/ had uncommitted changes on top of it."""
+    git = ["git", "-C", str(BENCH.parent)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        return "not a git checkout"
+    changed = subprocess.run(
+        [*git, "status", "--porcelain", "--", "cronplus"], capture_output=True, text=True
+    ).stdout.splitlines()
+    extra = f" + uncommitted changes to {len(changed)} files in cronplus/" if changed else ""
+    return f"commit {head.stdout.strip()}{extra}"
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages: other work on the host skews every figure."""
+    return " ".join(f"{load:.2f}" for load in os.getloadavg())
 
 
 def verdict(measured: float, target: float) -> str:
@@ -430,6 +450,7 @@ def main() -> None:
         help=f"also update the '{HEADING}' section of FILE (bench/RESULTS.md)",
     )
     args = parser.parse_args()
+    loadavg = load_average()
     stamp = build_stamp(args.build_dir)
     raise_fd_limit(args.n)
     # The engine logs each finished attempt, as run-once does to its stderr.
@@ -445,10 +466,13 @@ def main() -> None:
                 gc.collect()
                 results[name].append(way(space.fresh(name.replace("/", "_")), args.n, args.program))
     text = report(results, n=args.n, repeats=args.repeats, program=args.program)
-    print(text)
+    command = (
+        f"python bench/bench_runonce.py -n {args.n} --repeats {args.repeats} "
+        f"--program {args.program}"
+    )
+    body = f"{machine(loadavg)}\n- command: `{command}`\n\n{text}"
+    print(body)
     if args.write_results is not None:
-        command = f"python bench/bench_runonce.py -n {args.n} --repeats {args.repeats}"
-        body = f"{machine()}\n- command: `{command}`\n\n{text}"
         update_results(args.write_results, HEADING, body, owner="bench_runonce.py")
 
 
