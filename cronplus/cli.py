@@ -30,7 +30,7 @@ from cronplus.model import (
 )
 from cronplus.plan import first_in_minute
 from cronplus.runner import Runner
-from cronplus.state import SqliteStore
+from cronplus.state import SqliteStore, Store
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE = 0, 1, 2
 F = TypeVar("F", bound=Callable[..., Any])
@@ -117,8 +117,17 @@ def list_jobs(ctx: Context, config_path: Path | None, as_json: bool) -> None:
     click.echo(_format_table(headers, table))
 
 
+def open_store(crontab: Crontab, *, readonly: bool = False) -> Store:
+    """The SQLite state file; in cluster mode the cluster's PostgreSQL database."""
+    if crontab.settings.cluster is not None:
+        from cronplus.pg.store import PgStore
+
+        return PgStore.open(crontab.settings.cluster.dsn, readonly=readonly)
+    return SqliteStore.open(crontab.settings.state, readonly=readonly)
+
+
 def _last_outcomes(crontab: Crontab) -> dict[str, str]:
-    store = SqliteStore.open(crontab.settings.state, readonly=True)
+    store = open_store(crontab, readonly=True)
     try:
         return {name: str(outcome) for name, (outcome, _) in store.last_outcomes().items()}
     finally:
@@ -259,21 +268,31 @@ def run_once(
 @_log_format_option
 @click.argument("job_name")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--via-daemon", is_flag=True, help="Ask the running daemon (alerts, pings too).")
 @pass_context
 def run_job(
-    ctx: Context, config_path: Path | None, log_format: str | None, job_name: str, as_json: bool
+    ctx: Context,
+    config_path: Path | None,
+    log_format: str | None,
+    job_name: str,
+    as_json: bool,
+    via_daemon: bool,
 ) -> None:
     """Run one job now, through the same path as the daemon (env, timeout, retries, history)."""
     crontab = ctx.load(config_path)
     ctx.setup_logs(crontab, log_format)
     (job,) = _select(crontab, [job_name])
     now = SystemClock().now().replace(microsecond=0)
+    if via_daemon:
+        answer = _ask_daemon(crontab, {"command": "run", "job": job_name}, timeout=None)
+        _print_summaries(now, [answer], as_json)
+        return
     runs = asyncio.run(_run_slots(crontab, [(job, now)]))
     _finish_runs(now, runs, as_json)
 
 
 async def _run_slots(crontab: Crontab, slots: list[tuple[Job, datetime]]) -> list[SlotRun]:
-    store = SqliteStore.open(crontab.settings.state)
+    store = open_store(crontab)
     try:
         clock = SystemClock()
         engine = Engine(
@@ -304,7 +323,10 @@ def _print_dry_run(at: datetime, slots: list[tuple[Job, datetime]], as_json: boo
 
 
 def _finish_runs(at: datetime, runs: list[SlotRun], as_json: bool) -> None:
-    summary = [_summary(run) for run in runs]
+    _print_summaries(at, [_summary(run) for run in runs], as_json)
+
+
+def _print_summaries(at: datetime, summary: list[dict[str, object]], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"at": iso_utc(at), "runs": summary}, indent=2))
     else:
@@ -348,7 +370,7 @@ def history(
 ) -> None:
     """Recent attempts from the state database, newest first."""
     crontab = ctx.load(config_path)
-    store = SqliteStore.open(crontab.settings.state, readonly=True)
+    store = open_store(crontab, readonly=True)
     try:
         rows = store.history(job=job_name, failed_only=failed, limit=limit)
     finally:
@@ -380,6 +402,32 @@ def _history_row(row: RunResult) -> dict[str, object]:
 
 @cli.command()
 @_config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def status(ctx: Context, config_path: Path | None, as_json: bool) -> None:
+    """The running daemon: uptime, last reload, next runs, running attempts, queue."""
+    from cronplus import control
+
+    answer = _ask_daemon(ctx.load(config_path), {"command": "status"}, timeout=10.0)
+    click.echo(json.dumps(answer, indent=2) if as_json else control.format_status(answer))
+
+
+def _ask_daemon(crontab: Crontab, request: dict[str, Any], *, timeout: float | None) -> Any:
+    """The daemon's answer; no daemon is exit 1, a refused request (unknown job) exit 2."""
+    from cronplus import control
+
+    try:
+        answer = control.ask(control.socket_path(crontab.settings.state), request, timeout=timeout)
+    except control.NoDaemon as error:
+        click.echo(str(error), err=True)
+        sys.exit(EXIT_JOB_FAILED)
+    if "error" in answer:
+        raise UsageError(str(answer["error"]))
+    return answer
+
+
+@cli.command()
+@_config_option
 @_log_format_option
 @pass_context
 def daemon(ctx: Context, config_path: Path | None, log_format: str | None) -> None:
@@ -390,6 +438,113 @@ def daemon(ctx: Context, config_path: Path | None, log_format: str | None) -> No
     crontab = config.load(path)
     ctx.setup_logs(crontab, log_format)
     sys.exit(run_daemon(path, crontab, env=os.environ))
+
+
+@cli.group()
+def db() -> None:
+    """The state database's schema."""
+
+
+@db.command("migrate")
+@_config_option
+@pass_context
+def db_migrate(ctx: Context, config_path: Path | None) -> None:
+    """Create or upgrade the schema: the cluster's PostgreSQL database, else the SQLite file."""
+    crontab = ctx.load(config_path)
+    if crontab.settings.cluster is None:
+        from cronplus.sqlite_store import SCHEMA_VERSION
+
+        SqliteStore.open(crontab.settings.state).close()  # opening to write migrates
+        click.echo(f"{crontab.settings.state}: schema at version {SCHEMA_VERSION}")
+        return
+    from cronplus.pg import schema
+
+    dsn = crontab.settings.cluster.dsn
+    before, after = schema.migrate(dsn)
+    was = f"was {before}" if before != after else "already"
+    click.echo(f"{schema.describe_dsn(dsn)}: schema at version {after} ({was})")
+
+
+@cli.group("cluster")
+def cluster_group() -> None:
+    """The nodes sharing one PostgreSQL database (settings.cluster)."""
+
+
+@cluster_group.command("status")
+@_config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def cluster_status(ctx: Context, config_path: Path | None, as_json: bool) -> None:
+    """Nodes, their heartbeats, tags and running jobs; whether their job definitions agree."""
+    from cronplus.cluster import definitions_hash
+    from cronplus.pg.store import cluster_status as read_status
+
+    crontab = ctx.load(config_path)
+    if crontab.settings.cluster is None:
+        raise UsageError(f"{crontab.path}: settings.cluster is not set; there is no cluster")
+    status = read_status(crontab.settings.cluster.dsn)
+    body = _status_body(status, mine=definitions_hash(crontab.jobs))
+    if as_json:
+        click.echo(json.dumps(body, indent=2))
+        return
+    headers = ["NODE", "STATE", "HEARTBEAT", "HOST", "PID", "TAGS", "DEFINITIONS", "RUNNING"]
+    click.echo(_format_table(headers, [_status_cells(node) for node in body["nodes"]]))
+    click.echo(
+        f"cluster definitions: {body['definitions']} (set by {body['set_by']});"
+        f" this file: {body['this_file']}"
+    )
+
+
+def _status_body(status: Any, *, mine: str) -> dict[str, Any]:
+    def state(node: Any) -> str:
+        return "live" if node.live else "stopped" if node.stopped else "lost"
+
+    running = [
+        {
+            "node": r.node,
+            "job": r.job,
+            "scheduled_at": iso_utc(r.scheduled_at),
+            "attempt": r.attempt,
+            "started_at": iso_utc(r.started_at) if r.started_at else None,
+        }
+        for r in status.running
+    ]
+    nodes = [
+        {
+            "node": n.name,
+            "state": state(n),
+            "heartbeat_age_s": round(n.heartbeat_age_s, 1),
+            "host": n.host,
+            "pid": n.pid,
+            "tags": sorted(n.tags),
+            "definitions": n.definitions[:12],
+            "agrees": n.definitions == status.definitions,
+            "running": [r for r in running if r["node"] == n.name],
+        }
+        for n in status.nodes
+    ]
+    short = status.definitions[:12] if status.definitions else None
+    return {
+        "definitions": short,
+        "set_by": status.definitions_set_by,
+        "this_file": mine[:12],
+        "nodes": nodes,
+    }
+
+
+def _status_cells(node: dict[str, Any]) -> list[str]:
+    runs = ", ".join(f"{r['job']}@{r['scheduled_at']}" for r in node["running"])
+    agrees = "" if node["agrees"] else " (differs)"
+    return [
+        node["node"],
+        node["state"],
+        f"{node['heartbeat_age_s']}s ago",
+        node["host"],
+        str(node["pid"]),
+        ",".join(node["tags"]) or "-",
+        node["definitions"] + agrees,
+        f"{len(node['running'])}" + (f": {runs}" if runs else ""),
+    ]
 
 
 @cli.group()

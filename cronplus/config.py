@@ -46,8 +46,10 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
+from cronplus import alertconfig
 from cronplus.model import (
     Catchup,
+    ClusterSettings,
     ConfigError,
     ConfigIssue,
     Crontab,
@@ -57,6 +59,7 @@ from cronplus.model import (
     RetryPolicy,
     ScheduleError,
     Settings,
+    SmtpSecurity,
 )
 from cronplus.schedule import Schedule
 from cronplus.yamlsource import Values, decode, describe, read_yaml
@@ -192,8 +195,72 @@ def _path(value: object, info: ValidationInfo) -> Path:
     return Path(folder, text)
 
 
+def _dsn(value: object, info: ValidationInfo) -> str:
+    """A connection string, or where to find one (``from_env``, ``from_file``) so that the
+    password need not sit in the crontab. Messages never echo a DSN: it may hold one."""
+    env, folder = cast("tuple[Mapping[str, str], Path]", info.context)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    source = list(value.items()) if isinstance(value, dict) else []
+    if len(source) == 1 and source[0][0] in ("from_env", "from_file"):
+        key, name = source[0]
+        if not isinstance(name, str) or not name.strip():
+            raise PydanticCustomError("dsn", f"{key}: expected a non-empty string")
+        return _dsn_from_env(env, name) if key == "from_env" else _dsn_from_file(folder, name)
+    raise PydanticCustomError(
+        "dsn", f"expected a PostgreSQL connection string, or a mapping {_DSN_SOURCES}"
+    )
+
+
+_DSN_SOURCES = "with one key, from_env: VARIABLE or from_file: PATH"
+
+
+def _dsn_from_env(env: Mapping[str, str], name: str) -> str:
+    if not env.get(name, "").strip():
+        raise PydanticCustomError("dsn", f"the environment variable {name} is not set or empty")
+    return env[name].strip()
+
+
+def _dsn_from_file(folder: Path, name: str) -> str:
+    path = Path(folder, name)
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        why = error.strerror if isinstance(error, OSError) else "it is not UTF-8 text"
+        raise PydanticCustomError("dsn", f"cannot read {path}: {why}") from None
+    if not text:
+        raise PydanticCustomError("dsn", f"{path} is empty; expected a connection string")
+    return text
+
+
+def _lease(value: Any) -> timedelta:
+    lease = _duration(value)
+    if lease < timedelta(seconds=1):
+        raise PydanticCustomError("duration", "expected a lease of at least 1s")
+    return lease
+
+
 def _text(what: str) -> Any:
     return PlainValidator(lambda value: _nonempty(value, what))
+
+
+def _checked(kind: str, check: Any) -> Any:
+    """A validator from a plain check that raises ``ValueError`` with the message."""
+
+    def validate(value: object) -> Any:
+        try:
+            return check(value)
+        except ValueError as error:
+            raise PydanticCustomError(kind, str(error)) from None
+
+    return PlainValidator(validate)
+
+
+def _positive(value: Any) -> timedelta:
+    amount = _duration(value)
+    if amount <= timedelta(0):
+        raise PydanticCustomError("duration", "expected a positive duration")
+    return amount
 
 
 def _doc(text: str, default: object = None) -> Any:
@@ -224,10 +291,83 @@ Command = Annotated[
 Expression = Annotated[str, _text('a cron expression such as "0 3 * * *"'), _TEXT]
 Shell = Annotated[str, _text("a shell such as /bin/sh"), _TEXT]
 JobName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+Tag = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+Dsn = Annotated[
+    str,
+    PlainValidator(_dsn),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "minLength": 1},
+                *(
+                    {
+                        "type": "object",
+                        "properties": {key: {"type": "string", "minLength": 1}},
+                        "required": [key],
+                        "additionalProperties": False,
+                    }
+                    for key in ("from_env", "from_file")
+                ),
+            ]
+        }
+    ),
+]
+Lease = Annotated[timedelta, PlainValidator(_lease), WithJsonSchema({"anyOf": _AMOUNTS})]
+Url = Annotated[str, _checked("url", alertconfig.url), WithJsonSchema({"type": "string"})]
+Address = Annotated[str, _checked("address", alertconfig.mail_address), _TEXT]
+Listen = Annotated[
+    Any,
+    _checked("listen", alertconfig.listen_address),
+    WithJsonSchema({"anyOf": [{"type": "string", "minLength": 1}, {"type": "integer"}]}),
+]
+Positive = Annotated[timedelta, PlainValidator(_positive), WithJsonSchema({"anyOf": _AMOUNTS})]
+NotifierNames = list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]]
 EnvName = Annotated[str, Field(pattern=r"^[^=\x00]+$")]
 ExitCode = Annotated[int, Field(ge=0, le=255)]
 Choice = Strict(False)  # enums arrive as strings; lax mode matches them by value, nothing else
 _STRICT = ConfigDict(strict=True, extra="forbid")
+
+
+@with_config(_STRICT)
+class ClusterFile(TypedDict, total=False):
+    """Cluster mode: nodes share history, ledger and claims in one PostgreSQL database."""
+
+    dsn: Required[Annotated[Dsn, _doc("PostgreSQL DSN, or {from_env: VAR} / {from_file: PATH}")]]
+    node: Required[Annotated[JobName, _doc("This node's name, unique in the cluster")]]
+    tags: Annotated[list[Tag], _doc("Jobs with run_on run only on nodes with such a tag", [])]
+    lease: Annotated[Lease, _doc("A claim or heartbeat lapses after this without renewal", "30s")]
+
+
+@with_config(_STRICT)
+class DeliveryFile(TypedDict, total=False):
+    """How hard an alert or a ping is tried."""
+
+    timeout: Annotated[Positive, _doc("Per try", "10s")]
+    retries: Annotated[int, Field(ge=0, le=10), _doc("Extra tries after a failed one", 2)]
+    retry_delay: Annotated[Duration, _doc("Before the first retry; doubled after", "5s")]
+
+
+@with_config(_STRICT)
+class NotifierFile(DeliveryFile, total=False):
+    """Where alerts go: exactly one of command, webhook or email."""
+
+    command: Annotated[list[str], Field(min_length=1), _doc("argv; the alert is in CRONPLUS_*")]
+    webhook: Annotated[Url, _doc("POST the alert as JSON to this URL")]
+    email: Annotated[list[Address], Field(min_length=1), _doc("Mail it via settings.smtp")]
+
+
+@with_config(_STRICT)
+class SmtpFile(TypedDict, total=False):
+    """The SMTP server email notifiers send through; the password never sits here."""
+
+    host: Required[Annotated[Shell, _doc("The SMTP server's name or address")]]
+    port: Annotated[int, Field(ge=1, le=65535), _doc("Default 587, 465 with security: tls")]
+    security: Annotated[SmtpSecurity, Choice, _doc("starttls, tls or none", "starttls")]
+    sender: Required[Annotated[Address, _doc("The From: address")]]
+    username: Annotated[Shell, _doc("Log in as this user")]
+    password_env: Annotated[Shell, _doc("The environment variable holding the password")]
+    password_file: Annotated[FilePath, _doc("A file holding the password")]
+    ca_file: Annotated[FilePath, _doc("PEM CA certificates to trust instead of the system's")]
 
 
 @with_config(_STRICT)
@@ -239,6 +379,10 @@ class SettingsFile(TypedDict, total=False):
     log_format: Annotated[LogFormat, Choice, _doc("How the daemon logs to stderr", "text")]
     history_keep: Annotated[int, Field(ge=1), _doc("Run records kept per job", 1000)]
     shutdown_grace: Annotated[Duration, _doc("On stop: SIGTERM to jobs, SIGKILL after", "30s")]
+    cluster: Annotated[ClusterFile, _doc("Run as one node of a cluster (docs/cluster.md)")]
+    metrics: Annotated[Listen, _doc("HOST:PORT for /metrics and /healthz; off if absent")]
+    smtp: Annotated[SmtpFile, _doc("The server email notifiers send through")]
+    pings: Annotated[DeliveryFile, _doc("How ping_url requests are tried (retry_delay 1s)")]
 
 
 @with_config(_STRICT)
@@ -261,6 +405,13 @@ class JobFields(TypedDict, total=False):
     catchup_window: Annotated[Limit, _doc("Only slots newer than this catch up", "none")]
     jitter: Annotated[Duration, _doc("Random start delay in [0, jitter]", "0s")]
     enabled: Annotated[bool, _doc("false keeps the job but never runs it", True)]
+    run_on: Annotated[list[Tag], Field(min_length=1), _doc("Cluster nodes with one of these tags")]
+    on_failure: Annotated[NotifierNames, _doc("Notifiers for a failed run and no_success", [])]
+    on_retry: Annotated[NotifierNames, _doc("Notifiers for each failed attempt retried", [])]
+    on_missed: Annotated[NotifierNames, _doc("Notifiers for slots skipped or missed", [])]
+    on_recovery: Annotated[NotifierNames, _doc("Notifiers for a success after a failure", [])]
+    alert_if_no_success_for: Annotated[Limit, _doc("Dead-man alert period, once", "none")]
+    ping_url: Annotated[Url, _doc("Healthchecks-style ping URL (a secret)")]
 
 
 @with_config(_STRICT)
@@ -277,15 +428,21 @@ class CrontabFile(TypedDict, total=False):
 
     settings: SettingsFile | None
     defaults: JobFields | None
+    notifiers: Annotated[dict[JobName, NotifierFile] | None, _doc("Alert notifiers, by name")]
     jobs: Required[Annotated[dict[JobName, JobFile] | None, _doc("The jobs, by name")]]
 
 
 _ADAPTER: TypeAdapter[CrontabFile] = TypeAdapter(CrontabFile)
 _OWNERS: dict[str, Any] = {"settings": SettingsFile, "defaults": JobFields, "jobs": JobFile}
+_OWNERS["notifiers"] = NotifierFile
+_BLOCKS: dict[tuple[str, ...], Any] = {("settings", "smtp"): SmtpFile}
+_BLOCKS[("settings", "pings")] = DeliveryFile
 _NEEDS = {
     "jobs": "a mapping of job names to jobs",
     "schedule": 'a cron expression such as "0 3 * * *"',
     "command": "a list of strings (argv) or a string (run by the shell)",
+    "dsn": "a PostgreSQL connection string, or from_env: VARIABLE or from_file: PATH",
+    "node": "this node's name, unique in the cluster",
 }
 _EXPECTED = {
     "int_type": "an integer",
@@ -298,6 +455,7 @@ _EXPECTED = {
     "less_than_equal": "{number} <= {le}",
     "finite_number": "a finite number",
     "too_short": "at least one item",
+    "string_pattern_mismatch": "a name of letters, digits, '_', '.' and '-'",
 }
 
 
@@ -329,10 +487,15 @@ def _report(values: Values, error: ErrorDetails) -> None:
 
 def _unknown_key(loc: Sequence[Any]) -> str:
     owner = _OWNERS.get(str(loc[0]), CrontabFile) if len(loc) > 1 else CrontabFile
+    if tuple(loc[:2]) == ("settings", "cluster") and len(loc) > 2:
+        owner = ClusterFile
+    owner = _BLOCKS.get(tuple(loc[:2]), owner) if len(loc) > 2 else owner
     key, allowed = str(loc[-1]), sorted(owner.__required_keys__ | owner.__optional_keys__)
     if owner is JobFields and key in ("schedule", "command"):
         return f"unknown key {key!r}: defaults hold every job field except schedule and command"
-    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(key, allowed, n=3, cutoff=0.6)
+    # A shared beginning beats a shared ending: 'retry' means 'retries', not 'on_retry'.
+    close.sort(key=lambda name: not name.startswith(key[:3]))
     hint = f"did you mean {close[0]!r}?" if close else f"expected one of {', '.join(allowed)}"
     return f"unknown key {key!r}, {hint}"
 
@@ -379,6 +542,37 @@ def _check_schedules(values: Values, env: Mapping[str, str]) -> None:
             values.issue(values.place(loc)[1], loc, str(error))
 
 
+def _check_run_on(values: Values) -> None:
+    """Tags name the nodes of a cluster: without ``settings.cluster`` no node has any."""
+    root = values.root if isinstance(values.root, dict) else {}
+    settings, jobs = root.get("settings"), root.get("jobs")
+    if isinstance(settings, dict) and "cluster" in settings:
+        return
+    names = jobs if isinstance(jobs, dict) else {}
+    places = [("defaults", "run_on")] + [("jobs", name, "run_on") for name in names]
+    why = "run_on needs settings.cluster: its tags name the nodes of a cluster"
+    for loc in places:
+        if _has(root, loc):
+            values.issue(values.place(loc)[0], loc, why)
+
+
+def _check_alerts(values: Values) -> None:
+    """Notifier names, kinds and the settings they need (``alertconfig.cross_check``)."""
+    root = values.root if isinstance(values.root, dict) else {}
+    for finding in alertconfig.cross_check(root):
+        key_mark, mark, _ = values.place(finding.loc)
+        values.issue((key_mark if finding.at_key else mark) or mark, finding.loc, finding.message)
+
+
+def _has(root: dict[str, Any], loc: tuple[str, ...]) -> bool:
+    container: Any = root
+    for step in loc:
+        if not isinstance(container, dict) or step not in container:
+            return False
+        container = container[step]
+    return True
+
+
 def _default_state(env: Mapping[str, str]) -> Path | None:
     """XDG's: ``$XDG_STATE_HOME`` if it is absolute (the spec ignores it otherwise), else
     ``$HOME/.local/state``."""
@@ -400,10 +594,18 @@ def _crontab(file: CrontabFile, path: Path, folder: Path, env: Mapping[str, str]
     jobs = file.get("jobs") or {}
     if "timezone" not in defaults and any("timezone" not in job for job in jobs.values()):
         defaults["timezone"] = host_zone(env)
+    if "cluster" in settings:
+        cluster = dict(settings["cluster"])
+        cluster["tags"] = frozenset(cluster.get("tags", ()))
+        settings["cluster"] = ClusterSettings(**cluster)
+    if "smtp" in settings:
+        settings["smtp"] = alertconfig.smtp(settings["smtp"])
+    settings["pings"] = alertconfig.delivery(settings.get("pings", {}), alertconfig.PING_DELIVERY)
     return Crontab(
         path=path,
         settings=Settings(**settings),
         jobs=tuple(_job(name, dict(job), defaults, folder) for name, job in jobs.items()),
+        notifiers=alertconfig.notifiers(file.get("notifiers") or {}),
     )
 
 
@@ -414,6 +616,9 @@ def _job(name: str, job: dict[str, Any], defaults: dict[str, Any], folder: Path)
     retry = RetryPolicy(**{_RETRY[key]: fields.pop(key) for key in _RETRY if key in fields})
     if "success_codes" in fields:
         fields["success_codes"] = frozenset(fields["success_codes"])
+    if "run_on" in fields:
+        fields["run_on"] = frozenset(fields["run_on"])
+    alertconfig.job_fields(fields)
     return Job(name=name, retry=retry, **fields)
 
 
@@ -443,6 +648,8 @@ def loads(text: str | bytes, *, path: Path, env: Mapping[str, str]) -> Crontab:
                 for details in error.errors(include_url=False):
                     _report(values, details)
             _check_schedules(values, env)
+            _check_run_on(values)
+            _check_alerts(values)
         if values.issues or checked is None:
             raise ConfigError(values.issues)
         return _crontab(checked, path, folder, env)

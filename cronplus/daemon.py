@@ -16,9 +16,10 @@ from pathlib import Path
 
 from cronplus import config, plan
 from cronplus.clock import Clock, SystemClock
-from cronplus.engine import Engine
+from cronplus.engine import Engine, SlotGate
 from cronplus.logs import EventLog
 from cronplus.model import ConfigError, Crontab, iso_utc
+from cronplus.observe import Observatory
 from cronplus.runner import Runner
 from cronplus.sdnotify import Notifier
 from cronplus.state import SqliteStore, Store
@@ -27,6 +28,10 @@ from cronplus.watch import ConfigWatcher
 
 def run_daemon(path: Path, crontab: Crontab, *, env: Mapping[str, str]) -> int:
     """Run until SIGTERM/SIGINT; 0 on a clean stop. A second daemon on one state exits 2."""
+    if crontab.settings.cluster is not None:  # PostgreSQL instead of the SQLite state
+        from cronplus.node import run_cluster_daemon
+
+        return run_cluster_daemon(path, crontab, env=env)
     store = SqliteStore.open(crontab.settings.state)
     try:
         store.acquire_daemon_lock()
@@ -48,12 +53,14 @@ class Daemon:
         store: Store,
         clock: Clock,
         env: Mapping[str, str],
+        gate: SlotGate | None = None,
     ) -> None:
         self.path = path
         self._store = store
         self._clock = clock
         self._log = EventLog()
         self._notifier = Notifier.from_env(env)
+        self.observe = Observatory(path, crontab, store=store, clock=clock, env=env, log=self._log)
         self.engine = Engine(
             crontab,
             store=store,
@@ -61,6 +68,8 @@ class Daemon:
             clock=clock,
             base_env=env,
             log=self._log,
+            gate=gate,
+            events=self.observe.events,
         )
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -78,6 +87,7 @@ class Daemon:
                 attempt=result.attempt,
             )
         self.engine.load_jobs(now=now, ledger=self._store.ledger())
+        await self.observe.start(self.engine, now=now)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self.stop, "SIGINT")
@@ -103,6 +113,7 @@ class Daemon:
             "stopping", f"stopping: {running} running job(s), grace {grace}", running=running
         )
         await self.engine.shutdown(grace)
+        await self.observe.close()
         self._log.info("stopped", "cronplus daemon stopped")
 
     async def _loop(self) -> None:
@@ -114,9 +125,11 @@ class Daemon:
             self._note_jump(wall, now, mono, mono_now)
             wall, mono = now, mono_now
             self.engine.tick(now)
+            self.observe.tick(now, mono_now)
             self._notifier.watchdog()
-            self._notifier.status(self.status_line())
-            target = plan.sleep_target(self.engine.next_due(), now=now)
+            if self._notifier.enabled:  # the status line is for systemd only; skip the work
+                self._notifier.status(self.status_line())
+            target = plan.sleep_target(self.observe.earliest(self.engine.next_due()), now=now)
             await self._sleep(target, cap)
 
     def _note_jump(self, wall: datetime, now: datetime, mono: float, mono_now: float) -> None:
@@ -144,12 +157,8 @@ class Daemon:
         self._wake.clear()
 
     def status_line(self) -> str:
-        jobs = self.engine.jobs()
-        upcoming = min(
-            ((state.next_due, state.job.name) for state in jobs if state.next_due is not None),
-            default=None,
-        )
-        text = f"{len(jobs)} jobs, {len(self.engine.running())} running"
+        upcoming = self.engine.upcoming()
+        text = f"{len(self.engine.jobs())} jobs, {len(self.engine.running())} running"
         if upcoming:
             text += f", next {upcoming[1]} at {iso_utc(upcoming[0])}"
         return text
@@ -170,10 +179,12 @@ class Daemon:
                 config=str(self.path),
                 errors=len(error.issues),
             )
+            self.observe.reloaded(None, why=why, error=str(error))
             return
         now = self._clock.now()
         old_state = self.engine.crontab.settings.state
         added, removed, changed = self.engine.reload(crontab, now=now)
+        self.observe.reloaded(crontab, why=why, error=None)
         self._log.info(
             "reloaded",
             f"reloaded {self.path} ({why}): {len(added)} added, {len(removed)} removed, "

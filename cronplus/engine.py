@@ -15,9 +15,11 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from cronplus import plan
 from cronplus.clock import Clock
+from cronplus.events import NO_EVENTS, EngineEvents
 from cronplus.logs import EventLog
 from cronplus.model import Crontab, Job, Outcome, Overlap, RunResult, Slot, iso_utc
 from cronplus.runner import ProcessResult, Runner, RunningProcess, command_for
@@ -99,6 +101,31 @@ def compile_job(job: Job) -> Schedule:
     return Schedule.parse(job.schedule, zone=job.timezone, job_name=job.name)
 
 
+class SlotClaim(Protocol):
+    """Leave to run one slot; released once its attempts and retries are over."""
+
+    def release(self) -> None: ...
+
+
+class SlotGate(Protocol):
+    """May this process start a slot? Always on one host; in a cluster, only once it has
+    claimed the slot in the shared database (``node.Node``)."""
+
+    async def claim(self, job: Job, slot: datetime) -> SlotClaim | None:
+        """The claim, or None: another node runs the slot, or this one may not."""
+        ...
+
+
+class LocalGate:
+    """One host: every slot is this process's to run."""
+
+    async def claim(self, job: Job, slot: datetime) -> SlotClaim | None:
+        return self
+
+    def release(self) -> None:
+        pass
+
+
 class Engine:
     """Drives jobs: decides what is due, starts it within limits, retries and records."""
 
@@ -112,8 +139,12 @@ class Engine:
         base_env: Mapping[str, str],
         log: EventLog,
         rng: random.Random | None = None,
+        events: EngineEvents = NO_EVENTS,
+        gate: SlotGate | None = None,
     ) -> None:
         self.crontab = crontab
+        self._gate: SlotGate = gate or LocalGate()
+        self._events = events
         self._store = store
         self._runner = runner
         self._clock = clock
@@ -152,6 +183,10 @@ class Engine:
                 return when
             heapq.heappop(self._heap)
         return None
+
+    def upcoming(self) -> tuple[datetime, str] | None:
+        """The earliest due instant and its job, from the heap's top (no scan of all jobs)."""
+        return None if self.next_due() is None else self._heap[0]
 
     def jobs(self) -> list[JobState]:
         return list(self._jobs.values())
@@ -233,7 +268,7 @@ class Engine:
 
     def _start_run(self, state: JobState, slot: datetime, *, waits_for: list[SlotRun]) -> SlotRun:
         run = SlotRun(job=state.job, slot=slot)
-        run.task = asyncio.create_task(self._run_slot(run, state, waits_for=waits_for))
+        run.task = asyncio.create_task(self._claimed(run, state, waits_for=waits_for))
         state.runs.append(run)
         self._runs.add(run)
         run.task.add_done_callback(lambda _: self._forget(state, run))
@@ -262,7 +297,22 @@ class Engine:
         if run.process is not None:
             run.process.terminate(job.kill_grace.total_seconds())
 
+    def stop_slot(self, job: str, slot: datetime, *, reason: str) -> None:
+        """Stop the run of one slot as ``killed`` (another node's slot replaces it)."""
+        for run in list(self._runs):
+            if run.job.name == job and run.slot == slot and run.stop_as is None:
+                self._stop(run, Outcome.KILLED, reason, run.job)
+
     # --- one slot: attempts and retries --------------------------------------------
+
+    async def _claimed(self, run: SlotRun, state: JobState, *, waits_for: list[SlotRun]) -> None:
+        claim = await self._gate.claim(run.job, run.slot)
+        if claim is None:
+            return  # another node runs it, or this one may not (the gate logs why)
+        try:
+            await self._run_slot(run, state, waits_for=waits_for)
+        finally:
+            claim.release()
 
     async def _run_slot(self, run: SlotRun, state: JobState, *, waits_for: list[SlotRun]) -> None:
         for old in waits_for:
@@ -274,7 +324,11 @@ class Engine:
         attempt = 1
         while True:
             result = await self._attempt(run, attempt)
-            if result.outcome.ok or run.stop_as is not None:
+            stopped = run.stop_as is not None
+            if result.outcome.ok or stopped:
+                self._events.attempt_finished(
+                    job=run.job, result=result, retry_at=None, stopped=stopped
+                )
                 return
             retry = plan.retry_at(
                 run.job.retry,
@@ -283,6 +337,7 @@ class Engine:
                 next_slot=state.schedule.next_after(run.slot),
             )
             self._report_failure(run, result, retry_at=retry)
+            self._events.attempt_finished(job=run.job, result=result, retry_at=retry, stopped=False)
             if retry is None:
                 return
             run.waiting_retry = True
@@ -308,6 +363,9 @@ class Engine:
                 attempt=attempt,
                 started_at=started_at,
                 pid=process.pid,
+            )
+            self._events.attempt_started(
+                job=job, slot=slot, attempt=attempt, pid=process.pid, at=started_at
             )
             outcome = await process.wait()
             run.process = None
@@ -406,6 +464,7 @@ class Engine:
             reason=f"the run of {iso_utc(busy.slot)} is still alive (overlap: forbid)",
         )
         self._store.record(result, keep=self.crontab.settings.history_keep)
+        self._events.slots_missed(job=job, result=result, count=1)
         self._log.warning(
             "skipped_overlap",
             f"job {job.name}: slot skipped, the previous run is still alive",
@@ -429,6 +488,7 @@ class Engine:
             reason=f"{reason} (catchup: {job.catchup})",
         )
         self._store.record(result, keep=self.crontab.settings.history_keep)
+        self._events.slots_missed(job=job, result=result, count=decision.missed)
         self._log.warning(
             "missed",
             f"job {job.name}: {reason} while the daemon was down, asleep or the clock jumped",

@@ -93,6 +93,99 @@ class RetryPolicy:
     max_delay: timedelta = timedelta(minutes=10)
 
 
+# --- alerts, pings and metrics (docs/observability.md) -------------------------------
+
+
+class AlertKind(StrEnum):
+    """Why an alert is sent; each kind has its own list of notifiers on a job."""
+
+    FAILURE = "failure"
+    """A run ended failed, timed out or killed, with no retry left (``on_failure``)."""
+    RETRY = "retry"
+    """An attempt failed and a retry is scheduled (``on_retry``)."""
+    MISSED = "missed"
+    """Slots were skipped by ``overlap: forbid`` or missed while down (``on_missed``)."""
+    RECOVERY = "recovery"
+    """A run succeeded after the job's previous run had failed (``on_recovery``)."""
+    NO_SUCCESS = "no_success"
+    """No success for ``alert_if_no_success_for``; sent to the ``on_failure`` notifiers."""
+
+
+class NotifierKind(StrEnum):
+    """How a notifier delivers an alert."""
+
+    COMMAND = "command"
+    """Runs an argv with the alert in ``CRONPLUS_*`` environment variables."""
+    WEBHOOK = "webhook"
+    """POSTs the alert as JSON to a URL."""
+    EMAIL = "email"
+    """Mails the alert through ``settings.smtp``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Delivery:
+    """How hard cronplus tries to deliver one alert or ping before it logs it as lost."""
+
+    timeout: timedelta = timedelta(seconds=10)
+    """Per try: a server that hangs costs no more than this."""
+    retries: int = 2
+    """Extra tries after a failed one."""
+    retry_delay: timedelta = timedelta(seconds=5)
+    """Before the first retry; doubled for each further one."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotifierConfig:
+    """One entry under ``notifiers:``: where alerts go, and how hard to try."""
+
+    name: str
+    kind: NotifierKind
+    argv: tuple[str, ...] = ()
+    """``command``: what is run."""
+    url: str = field(default="", repr=False)  # a webhook URL often holds a token
+    """``webhook``: where the JSON is POSTed."""
+    to: tuple[str, ...] = ()
+    """``email``: the recipients."""
+    delivery: Delivery = Delivery()
+
+
+class SmtpSecurity(StrEnum):
+    """How the connection to the SMTP server is protected."""
+
+    STARTTLS = "starttls"
+    """Plain connect, then STARTTLS before anything else (port 587)."""
+    TLS = "tls"
+    """TLS from the first byte (port 465)."""
+    NONE = "none"
+    """No TLS at all: only for a relay on the same host."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SmtpSettings:
+    """``settings.smtp``: the server ``email`` notifiers send through."""
+
+    host: str
+    port: int = 587
+    security: SmtpSecurity = SmtpSecurity.STARTTLS
+    sender: str
+    """The ``From:`` address (``from`` in the file)."""
+    username: str | None = None
+    password_env: str | None = None
+    """The name of the daemon's environment variable holding the password."""
+    password_file: Path | None = None
+    """A file whose content (less a final newline) is the password."""
+    ca_file: Path | None = None
+    """Trusted CA certificates (PEM) instead of the system's."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ListenAddress:
+    """A TCP host and port to listen on (``settings.metrics``)."""
+
+    host: str
+    port: int
+
+
 @dataclass(frozen=True, kw_only=True)
 class Job:
     """One entry under ``jobs:``, with every default already applied."""
@@ -114,6 +207,28 @@ class Job:
     catchup_window: timedelta | None = None
     jitter: timedelta = timedelta(0)
     enabled: bool = True
+    run_on: frozenset[str] = frozenset()
+    """Cluster tags: only nodes with one of them claim the job's slots (empty: any node)."""
+    on_failure: tuple[str, ...] = ()
+    """Notifier names for a failed run, and for ``alert_if_no_success_for``."""
+    on_retry: tuple[str, ...] = ()
+    on_missed: tuple[str, ...] = ()
+    on_recovery: tuple[str, ...] = ()
+    alert_if_no_success_for: timedelta | None = None
+    """Alert once when no run succeeded for this long; a success re-arms it."""
+    ping_url: str | None = field(default=None, repr=False)  # a secret: never logged
+    """Healthchecks-style: ``/start`` before a run, success or ``/fail`` after."""
+
+    def notifiers(self, kind: AlertKind) -> tuple[str, ...]:
+        """The notifier names an alert of ``kind`` goes to."""
+        routes = {
+            AlertKind.FAILURE: self.on_failure,
+            AlertKind.RETRY: self.on_retry,
+            AlertKind.MISSED: self.on_missed,
+            AlertKind.RECOVERY: self.on_recovery,
+            AlertKind.NO_SUCCESS: self.on_failure,
+        }
+        return routes[kind]
 
     @property
     def argv(self) -> tuple[str, ...]:
@@ -132,6 +247,24 @@ class Settings:
     log_format: LogFormat = LogFormat.TEXT
     history_keep: int = 1000
     shutdown_grace: timedelta = timedelta(seconds=30)
+    cluster: ClusterSettings | None = None
+    """Set: history, ledger and claims live in PostgreSQL, shared by every node."""
+    metrics: ListenAddress | None = None
+    """Where Prometheus metrics and ``/healthz`` are served; None: off."""
+    smtp: SmtpSettings | None = None
+    pings: Delivery = Delivery(retry_delay=timedelta(seconds=1))
+    """How ``ping_url`` requests are tried."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterSettings:
+    """``settings.cluster``: this node's place in a cluster sharing one PostgreSQL database."""
+
+    dsn: str = field(repr=False)  # may hold a password: never in a repr or a log line
+    node: str
+    tags: frozenset[str] = frozenset()
+    lease: timedelta = timedelta(seconds=30)
+    """How long a claim or a heartbeat holds without renewal (renewed every third of it)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,6 +274,7 @@ class Crontab:
     path: Path
     settings: Settings
     jobs: tuple[Job, ...]
+    notifiers: Mapping[str, NotifierConfig] = field(default_factory=dict)
 
     def job(self, name: str) -> Job:
         for job in self.jobs:

@@ -520,7 +520,7 @@ ERRORS: list[tuple[str, str | bytes, list[str]]] = [
         "colour: red\njobs: {}\n",
         [
             "crontab.yaml:1:1: colour: unknown key 'colour', "
-            "expected one of defaults, jobs, settings"
+            "expected one of defaults, jobs, notifiers, settings"
         ],
     ),
     (
