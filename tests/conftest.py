@@ -143,3 +143,58 @@ def daemons(cronplus: Cronplus) -> Iterator[Callable[..., Daemon]]:
     yield start
     for daemon in started:
         daemon.kill()
+
+
+# --- PostgreSQL (cluster mode) -----------------------------------------------------------
+
+POSTGRES_HOW = (
+    "start PostgreSQL on 127.0.0.1:5432 with a database `test` that user postgres may use"
+    " (trust auth), or set CRONPLUS_TEST_DSN to a server where it may create databases"
+)
+
+
+def postgres_admin_dsn() -> str:
+    return os.environ.get("CRONPLUS_TEST_DSN") or "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def postgres_missing(why: str) -> None:
+    """Skip, or fail where PostgreSQL is required (CI sets CRONPLUS_REQUIRE_POSTGRES=1)."""
+    message = f"PostgreSQL is not reachable ({why}); to run these tests, {POSTGRES_HOW}"
+    if os.environ.get("CRONPLUS_REQUIRE_POSTGRES") == "1":
+        pytest.fail(message + " [CRONPLUS_REQUIRE_POSTGRES=1 makes this a failure]")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A database of its own for this test session (one per xdist worker), dropped after."""
+    import secrets
+
+    import psycopg
+    from psycopg import conninfo
+
+    admin = postgres_admin_dsn()
+    try:
+        conn = psycopg.connect(admin, autocommit=True, connect_timeout=3)
+    except psycopg.Error as error:
+        postgres_missing(" ".join(str(error).split()))
+    name = f"cronplus_test_{os.getpid()}_{secrets.token_hex(4)}"
+    with conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield conninfo.make_conninfo(admin, dbname=name)
+    with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_dsn(postgres_database: str) -> str:
+    """A DSN whose search_path is a fresh, empty schema of this test's own."""
+    import secrets
+
+    import psycopg
+    from psycopg import conninfo
+
+    schema = f"t_{secrets.token_hex(6)}"
+    with psycopg.connect(postgres_database, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    return conninfo.make_conninfo(postgres_database, options=f"-c search_path={schema}")

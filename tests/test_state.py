@@ -1,8 +1,8 @@
 """The state database: one contract suite for every ``Store``, then what only SQLite does.
 
 The contract suite runs against the ``store`` fixture, parametrized over implementations
-(only SQLite today; the cluster issue adds PostgreSQL to ``IMPLEMENTATIONS``), and says
-nothing about how a store keeps its rows.
+(SQLite, and PostgreSQL in a fresh schema of its own where a server answers: see
+``postgres_dsn`` in conftest.py), and says nothing about how a store keeps its rows.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ import pytest
 
 from cronplus import sqlite_store as state  # SQLite's own schema and statements
 from cronplus.model import Outcome, RunResult, StateError
+from cronplus.pg.schema import migrate
+from cronplus.pg.store import PgStore
 from cronplus.sqlite_store import SCHEMA_VERSION
 from cronplus.state import Migration, SqliteStore, Store
 
@@ -63,7 +65,7 @@ def slots_of(results: list[RunResult]) -> list[tuple[str, int]]:
 # --- fixtures -------------------------------------------------------------------------
 
 Opener = Callable[[], Store]
-IMPLEMENTATIONS = ["sqlite"]
+IMPLEMENTATIONS = ["sqlite", "postgres"]
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)
@@ -71,9 +73,17 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opene
     """Opens (again) one and the same store; every store it opened is closed afterwards."""
     opened: list[Store] = []
 
+    dsn = ""
+    if request.param == "postgres":
+        dsn = request.getfixturevalue("postgres_dsn")
+        migrate(dsn)
+
     def opener() -> Store:
-        assert request.param == "sqlite"
-        store = SqliteStore.open(tmp_path / "state" / "state.db")
+        store: Store
+        if request.param == "postgres":
+            store = PgStore.open(dsn)
+        else:
+            store = SqliteStore.open(tmp_path / "state" / "state.db")
         opened.append(store)
         return store
 

@@ -1,0 +1,119 @@
+"""Cluster decisions: which node claims a slot first, lease timing, and the definitions hash.
+
+Pure: nothing here reads a clock or talks to PostgreSQL. ``node.py`` asks these functions
+and acts on the answers; docs/cluster.md explains the protocol they are part of.
+
+Load spread is rendezvous (highest random weight) hashing of ``(job, slot)`` over the live
+nodes that may run the job: every node computes the same order without talking to the
+others, and a node joining or leaving moves only the slots it wins or won.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields, is_dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from cronplus.model import Job, iso_utc
+
+PREFERENCE_DELAY = timedelta(milliseconds=300)
+"""How long each node waits per place behind the preferred one before it claims a slot.
+
+Short, because it is lateness whenever the preferred node is dead but not yet out of the
+hashing; long enough that a live preferred node, which claims at once, nearly always wins.
+"""
+
+HEARTBEATS_PER_LEASE = 3
+"""A node heartbeats and renews its claims this many times per lease: two may be lost."""
+
+RECONNECT_FIRST = 0.1
+RECONNECT_MAX = 5.0
+"""Seconds between attempts to reach the database: doubling from the first, up to the max."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeView:
+    """What one node knows about a live node from its heartbeat row."""
+
+    name: str
+    tags: frozenset[str] = frozenset()
+    full: bool = False
+    """At ``max_concurrent``: it would only queue a slot, so the next node claims at once."""
+
+
+def runs_here(job: Job, tags: Iterable[str]) -> bool:
+    """A job without ``run_on`` runs on any node; else on nodes with one of its tags."""
+    return not job.run_on or not job.run_on.isdisjoint(tags)
+
+
+def rendezvous(job: str, slot: datetime, nodes: Iterable[str]) -> list[str]:
+    """Node names, the preferred one first: highest hash of (node, job, slot) wins."""
+    key = f"{job}\0{iso_utc(slot)}"
+    return sorted(nodes, key=lambda node: (-_weight(node, key), node))
+
+
+def _weight(node: str, key: str) -> int:
+    digest = hashlib.blake2b(f"{node}\0{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def claim_delay(job: Job, slot: datetime, *, me: str, live: Sequence[NodeView]) -> timedelta:
+    """How long ``me`` waits before claiming: 0 when preferred, else one step per place.
+
+    Only live nodes that may run the job count; full nodes go to the back of the order,
+    so a busy preferred node does not make the slot wait. A node that does not see its
+    own heartbeat yet counts itself last.
+    """
+    able = {node.name: node for node in live if runs_here(job, node.tags)}
+    order = rendezvous(job.name, slot, able)
+    order.sort(key=lambda name: able[name].full)  # stable: hashing order within each group
+    place = order.index(me) if me in order else len(order)
+    return PREFERENCE_DELAY * place
+
+
+def heartbeat_interval(lease: timedelta) -> timedelta:
+    """How often a node heartbeats and renews its leases."""
+    return lease / HEARTBEATS_PER_LEASE
+
+
+def reconnect_delay(failures: int) -> float:
+    """Seconds to wait after ``failures`` failed attempts in a row to reach the database."""
+    return min(RECONNECT_FIRST * 2.0 ** max(failures - 1, 0), RECONNECT_MAX)
+
+
+def definitions_hash(jobs: Iterable[Job]) -> str:
+    """A hex digest of the job definitions, the same on every node whose files agree.
+
+    Jobs are hashed by name, so their order in the file does not matter; ``settings`` are
+    not part of it, as nodes may differ in ``cluster.node`` and ``cluster.tags`` (and keep
+    their own ``state`` path, log format and limits).
+    """
+    canonical = {job.name: _plain(job) for job in jobs}
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _plain(value: object) -> object:
+    """A JSON value that is equal exactly when the job fields are."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, ZoneInfo):
+        return value.key
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, frozenset | set):
+        return sorted(_plain(item) for item in value)  # type: ignore[type-var]
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(item) for item in value]
+    return value

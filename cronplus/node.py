@@ -1,0 +1,469 @@
+"""A cluster node: claims slots for the engine, heartbeats, renews and takes over leases.
+
+``Node`` is the engine's ``SlotGate`` in cluster mode. Before a slot starts it waits its
+place in the rendezvous order (``cluster.claim_delay``), then claims the slot in one
+transaction; only the node whose claim went in runs it. While the slot runs (retries
+included) its lease is renewed every third of a lease; a claim whose node stopped
+heartbeating is taken over when its lease has run out. ``NodeStore`` is the ``Store`` the
+engine writes to: its writes are queued and applied by a background task, so the loop never
+waits on the database, and a database restart only delays them. docs/cluster.md has the
+whole protocol and its guarantees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from uuid import UUID, uuid4
+
+from cronplus.clock import Clock, SystemClock
+from cronplus.cluster import NodeView, claim_delay, definitions_hash, heartbeat_interval, runs_here
+from cronplus.engine import Engine
+from cronplus.logs import EventLog
+from cronplus.model import (
+    ClusterSettings,
+    Crontab,
+    Job,
+    Outcome,
+    Overlap,
+    RunResult,
+    StateError,
+    iso_utc,
+)
+from cronplus.pg.claims import (
+    Beat,
+    ClaimStatus,
+    ClusterDb,
+    Expired,
+    Write,
+    interrupted_by_node_death,
+)
+
+CLAIMS_KEEP = timedelta(days=1)
+"""Finished claims are kept this long (for ``cluster status`` and late duplicates), then pruned."""
+
+_RECORDED_ONCE = {Outcome.SKIPPED_OVERLAP: ClaimStatus.SKIPPED, Outcome.MISSED: ClaimStatus.MISSED}
+
+
+@dataclass(eq=False, kw_only=True)
+class Held:
+    """A claim this node holds: the engine runs its slot and releases it when done."""
+
+    node: Node
+    job: str
+    slot: datetime
+    token: UUID
+    taken_from: str | None = None
+    """The node whose expired claim this one took over."""
+
+    def release(self) -> None:
+        self.node.release(self, ClaimStatus.DONE)
+
+
+class Node:
+    """One daemon's part in the cluster; ``store`` is what its engine writes to."""
+
+    def __init__(
+        self,
+        db: ClusterDb,
+        crontab: Crontab,
+        *,
+        clock: Clock,
+        log: EventLog,
+        ledger: Mapping[str, datetime],
+        outcomes: Mapping[str, tuple[Outcome, datetime]],
+    ) -> None:
+        assert crontab.settings.cluster is not None  # only cluster mode builds a Node
+        self._db = db
+        self._crontab = crontab
+        self._clock = clock
+        self._log = log
+        self._engine: Engine | None = None
+        self._live: tuple[NodeView, ...] = ()
+        self._held: dict[tuple[str, datetime], Held] = {}
+        self._refusal: str | None = None
+        self._outbox: list[Write] = []
+        self._pending = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._hashed: tuple[int, str] = (0, "")
+        self.store = NodeStore(self, ledger, outcomes)
+
+    @property
+    def settings(self) -> ClusterSettings:
+        crontab = self._engine.crontab if self._engine else self._crontab
+        assert crontab.settings.cluster is not None
+        return crontab.settings.cluster
+
+    @property
+    def name(self) -> str:
+        return self._db.node
+
+    @property
+    def refused(self) -> bool:
+        return self._refusal is not None
+
+    # --- lifecycle ---
+
+    async def join(self) -> None:
+        """The first heartbeat, before the engine ticks, so the hashing sees this node."""
+        await self._beat(joining=True)
+        self._log.info(
+            "cluster_joined",
+            f"node {self.name} joined the cluster at {self._db.where} with"
+            f" {len(self._live)} live node(s)",
+            node=self.name,
+            live=",".join(sorted(view.name for view in self._live)),
+        )
+
+    def start(self, engine: Engine) -> None:
+        self._engine = engine
+        self._tasks = [
+            asyncio.create_task(self._beat_forever()),
+            asyncio.create_task(self._flush_forever()),
+        ]
+
+    async def stop(self, grace: timedelta) -> None:
+        """Stop heartbeating, write what is queued (within ``grace``), leave the cluster."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            async with asyncio.timeout(max(grace.total_seconds(), 1.0)):
+                await self._flush()
+                await self._db.leave()
+        except TimeoutError:
+            self._log.error(
+                "db_writes_lost",
+                f"the cluster database did not take {len(self._outbox)} queued write(s)"
+                " before the shutdown grace ended",
+                lost=len(self._outbox),
+            )
+
+    # --- the gate ---
+
+    async def claim(self, job: Job, slot: datetime) -> Held | None:
+        """Claim (job, slot) for this node; None when another node has it or may not run."""
+        key = (job.name, slot)
+        if (held := self._held.get(key)) is not None:
+            return held  # taken over from a dead node: already ours
+        if self._refusal is not None or not runs_here(job, self.settings.tags):
+            return None
+        delay = claim_delay(job, slot, me=self.name, live=self._view())
+        if delay:
+            await self._clock.sleep_until(slot + delay, max_seconds=delay.total_seconds())
+        token = uuid4()
+        answer = await self._db.claim(
+            job=job.name,
+            slot=slot,
+            token=token,
+            lease=self.settings.lease,
+            forbid=job.overlap is Overlap.FORBID,
+            replace=job.overlap is Overlap.REPLACE,
+        )
+        if answer is None:
+            return None
+        if answer.status is ClaimStatus.SKIPPED:
+            self._skipped(job, slot, busy_slot=answer.busy_slot, busy_node=answer.busy_node)
+            return None
+        held = Held(node=self, job=job.name, slot=slot, token=token)
+        self._held[key] = held
+        return held
+
+    def release(self, held: Held, status: ClaimStatus) -> None:
+        if self._held.get((held.job, held.slot)) is held:
+            del self._held[(held.job, held.slot)]
+            self.queue(Write(job=held.job, slot=held.slot, token=held.token, claim_status=status))
+
+    def held(self, job: str, slot: datetime) -> Held | None:
+        return self._held.get((job, slot))
+
+    def _view(self) -> list[NodeView]:
+        """The live nodes, with this node's own fullness as it is now, not as it beat."""
+        me = NodeView(name=self.name, tags=self.settings.tags, full=self._full())
+        return [view for view in self._live if view.name != self.name] + [me]
+
+    def _full(self) -> bool:
+        engine = self._engine
+        if engine is None:
+            return False
+        return engine.queued > 0 or len(self._held) >= engine.crontab.settings.max_concurrent
+
+    def _skipped(
+        self, job: Job, slot: datetime, *, busy_slot: datetime | None, busy_node: str | None
+    ) -> None:
+        now = self._clock.now()
+        where = f"on node {busy_node}" if busy_node else "on another node"
+        busy = iso_utc(busy_slot) if busy_slot else "an earlier slot"
+        result = RunResult(
+            job=job.name,
+            scheduled_at=slot,
+            attempt=0,
+            started_at=now,
+            finished_at=now,
+            outcome=Outcome.SKIPPED_OVERLAP,
+            reason=f"the run of {busy} is still alive {where} (overlap: forbid)",
+        )
+        self.queue(Write(history=result, keep=self._keep()))
+        self._log.warning(
+            "skipped_overlap",
+            f"job {job.name}: slot skipped, the previous run is still alive {where}",
+            job=job.name,
+            run_id=result.run_id,
+            scheduled_at=iso_utc(slot),
+            reason=result.reason,
+        )
+
+    # --- heartbeats, leases, takeovers ---
+
+    async def _beat_forever(self) -> None:
+        beats = 0
+        while True:
+            interval = heartbeat_interval(self.settings.lease)
+            wake = self._clock.now() + interval
+            await self._clock.sleep_until(wake, max_seconds=interval.total_seconds())
+            await self._beat()
+            await self._renew()
+            if not self.refused and self._settled():
+                await self._take_over()
+            beats += 1
+            if beats % 100 == 0:
+                await self._db.prune(keep=CLAIMS_KEEP)
+
+    async def _beat(self, *, joining: bool = False) -> None:
+        mine = self._definitions()
+        beat = await self._db.heartbeat(
+            tags=self.settings.tags,
+            lease=self.settings.lease,
+            definitions=mine,
+            running=len(self._held),
+            capacity=self._crontab.settings.max_concurrent,
+            joining=joining,
+        )
+        self._live = tuple(
+            NodeView(name=row.name, tags=row.tags, full=row.running >= row.capacity)
+            for row in beat.live
+        )
+        self._judge(beat, mine)
+
+    def _definitions(self) -> str:
+        crontab = self._engine.crontab if self._engine else self._crontab
+        if self._hashed[0] != id(crontab):
+            self._hashed = (id(crontab), definitions_hash(crontab.jobs))
+        return self._hashed[1]
+
+    def _judge(self, beat: Beat, mine: str) -> None:
+        """Refuse to claim while this node's job definitions differ from the cluster's."""
+        if beat.definitions == mine:
+            if self._refusal is not None:
+                self._log.info(
+                    "definitions_agree",
+                    f"node {self.name}: job definitions agree with the cluster again; claiming",
+                    definitions=mine[:12],
+                )
+            self._refusal = None
+            return
+        refusal = (
+            f"node {self.name} refuses to claim slots: its job definitions (hash {mine[:12]})"
+            f" differ from the cluster's ({beat.definitions[:12]}, set by node {beat.set_by},"
+            f" run by {', '.join(beat.holders) or 'no live node'}); make the crontab files"
+            " agree: only settings.cluster.node and settings.cluster.tags may differ"
+        )
+        if refusal != self._refusal:
+            self._log.error("definitions_differ", refusal, definitions=mine[:12])
+        self._refusal = refusal
+
+    async def _renew(self) -> None:
+        held = list(self._held.values())
+        answers = await self._db.renew(tokens=[h.token for h in held], lease=self.settings.lease)
+        for claim in held:
+            if claim.token not in answers and self._held.get((claim.job, claim.slot)) is claim:
+                self._log.warning(
+                    "lease_lost",
+                    f"job {claim.job}: the lease on slot {iso_utc(claim.slot)} ran out and"
+                    " another node took it over; this run goes on (at-least-once)",
+                    job=claim.job,
+                    scheduled_at=iso_utc(claim.slot),
+                )
+                del self._held[(claim.job, claim.slot)]
+            elif (why := answers.get(claim.token)) and self._engine is not None:
+                self._engine.stop_slot(claim.job, claim.slot, reason=why)
+
+    def _settled(self) -> bool:
+        """Connected for a whole lease: after a database outage every live node has had
+        time to renew its leases, so none is taken over from a node that is only late."""
+        lease = self.settings.lease.total_seconds()
+        return self._clock.monotonic() - self._db.connected_at >= lease
+
+    async def _take_over(self) -> None:
+        engine = self._engine
+        if engine is None:
+            return
+        for item in await self._db.expired():
+            job = next((j for j in engine.crontab.jobs if j.name == item.job), None)
+            if job is None or not job.enabled or not runs_here(job, self.settings.tags):
+                continue
+            token = uuid4()
+            if not await self._db.take_over(item, token=token, lease=self.settings.lease):
+                continue
+            self._took_over(item, token, job, engine)
+
+    def _took_over(self, item: Expired, token: UUID, job: Job, engine: Engine) -> None:
+        now = self._clock.now()
+        lost = interrupted_by_node_death(item, taker=self.name, now=now)
+        self.queue(Write(history=lost, keep=self._keep()))
+        held = Held(
+            node=self, job=item.job, slot=item.scheduled_at, token=token, taken_from=item.node
+        )
+        self._held[(item.job, item.scheduled_at)] = held
+        self._log.warning(
+            "taken_over",
+            f"job {item.job}: node {item.node} stopped heartbeating while it held slot"
+            f" {iso_utc(item.scheduled_at)}; node {self.name} took it over and runs it again",
+            job=item.job,
+            scheduled_at=iso_utc(item.scheduled_at),
+            run_id=lost.run_id,
+            from_node=item.node,
+        )
+        if not engine.start_slots([(job, item.scheduled_at)], now=now):
+            self.release(held, ClaimStatus.SKIPPED)  # overlap: forbid, and it was recorded
+
+    # --- writes ---
+
+    def queue(self, write: Write) -> None:
+        self._outbox.append(write)
+        self._pending.set()
+
+    def _keep(self) -> int:
+        return self._crontab.settings.history_keep
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await self._pending.wait()
+            self._pending.clear()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        while self._outbox:
+            batch, self._outbox = self._outbox, []
+            try:
+                await self._db.write(batch)
+            except StateError as error:
+                self._log.error(
+                    "db_write_failed", f"{len(batch)} record(s) were not written: {error}"
+                )
+
+
+class NodeStore:
+    """The ``Store`` a cluster node's engine writes to: writes queue for the database.
+
+    Reads answer from what the database held when the node started (the daemon reads the
+    ledger and last outcomes once); ``cronplus history`` opens a ``PgStore``. Attempts in
+    flight are the node's claims: one cut off by a dead node is taken over, not recorded
+    interrupted at the next start, so ``take_interrupted`` finds nothing.
+    """
+
+    def __init__(
+        self,
+        node: Node,
+        ledger: Mapping[str, datetime],
+        outcomes: Mapping[str, tuple[Outcome, datetime]],
+    ) -> None:
+        self._node = node
+        self._ledger = dict(ledger)
+        self._outcomes = dict(outcomes)
+        self._attempts: dict[int, tuple[str, datetime]] = {}
+        self._next_id = 0
+
+    def record(self, result: RunResult, *, keep: int) -> None:
+        status = _RECORDED_ONCE.get(result.outcome)
+        held = self._node.held(result.job, result.scheduled_at)
+        if status is not None and held is not None:
+            self._node.release(held, status)
+        elif status is not None:  # recorded by whichever node claims the slot first
+            write = Write(job=result.job, slot=result.scheduled_at, claim_status=status)
+            self._node.queue(replace(write, history=result, keep=keep))
+            return
+        self._node.queue(Write(history=result, keep=keep))
+
+    def history(
+        self, *, job: str | None = None, failed_only: bool = False, limit: int = 20
+    ) -> list[RunResult]:
+        raise StateError("a cluster node's engine store keeps no history; open a PgStore")
+
+    def last_outcomes(self) -> dict[str, tuple[Outcome, datetime]]:
+        return dict(self._outcomes)
+
+    def ledger(self) -> dict[str, datetime]:
+        return dict(self._ledger)
+
+    def advance_ledger(self, slots: Iterable[tuple[str, datetime]]) -> None:
+        pairs = tuple(slots)
+        if pairs and not self._node.refused:  # a refusing node's schedule is not the cluster's
+            self._node.queue(Write(ledger=pairs))
+
+    def begin_attempt(
+        self,
+        *,
+        job: str,
+        scheduled_at: datetime,
+        attempt: int,
+        started_at: datetime,
+        pid: int | None,
+    ) -> int:
+        self._next_id += 1
+        self._attempts[self._next_id] = (job, scheduled_at)
+        held = self._node.held(job, scheduled_at)
+        if held is not None:
+            begin = (attempt, started_at, pid)
+            self._node.queue(Write(job=job, slot=scheduled_at, token=held.token, begin=begin))
+        return self._next_id
+
+    def end_attempt(self, attempt_id: int, result: RunResult, *, keep: int) -> None:
+        key = self._attempts.pop(attempt_id, None)
+        held = self._node.held(*key) if key else None
+        if held is not None and held.taken_from is not None:
+            why = f"taken over from node {held.taken_from} after its lease ran out"
+            result = replace(result, reason=f"{why}; {result.reason}" if result.reason else why)
+        self._node.queue(Write(history=result, keep=keep))
+
+    def take_interrupted(self, *, now: datetime) -> list[RunResult]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+def run_cluster_daemon(path: Path, crontab: Crontab, *, env: Mapping[str, str]) -> int:
+    """The daemon in cluster mode; an unreachable or unmigrated database is exit 2."""
+    return asyncio.run(_serve(path, crontab, env=env))
+
+
+async def _serve(path: Path, crontab: Crontab, *, env: Mapping[str, str]) -> int:
+    from cronplus.daemon import Daemon
+
+    settings = crontab.settings.cluster
+    assert settings is not None
+    # No SQLite file in cluster mode, but the node's local files (its control socket) live
+    # beside settings.state.
+    crontab.settings.state.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    clock, log = SystemClock(), EventLog()
+    db = ClusterDb(settings.dsn, node=settings.node, clock=clock, log=log)
+    await db.open()
+    try:
+        ledger, outcomes = await db.ledger(), await db.last_outcomes()
+        node = Node(db, crontab, clock=clock, log=log, ledger=ledger, outcomes=outcomes)
+        await node.join()
+        daemon = Daemon(path, crontab, store=node.store, clock=clock, env=env, gate=node)
+        node.start(daemon.engine)
+        try:
+            await daemon.run()
+        finally:
+            await node.stop(daemon.engine.crontab.settings.shutdown_grace)
+    finally:
+        with contextlib.suppress(Exception):
+            await db.close()
+    return 0

@@ -1,0 +1,1 @@
+"""PostgreSQL for cluster mode: the only package that imports psycopg."""

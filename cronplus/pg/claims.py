@@ -1,0 +1,526 @@
+"""Claims, leases and heartbeats: one node's async connection to the cluster database.
+
+``ClusterDb`` runs each operation as one transaction on a ``psycopg.AsyncConnection``, so
+the daemon's loop never waits on the database. A lost connection (the server restarted,
+the network dropped) is reopened with doubling delays, and the operation is run again:
+every operation here is safe to repeat, a claim included (its random token tells "my
+earlier try committed" from "another node has it"). The policy (who claims when and what
+a claim means for the engine) is ``cronplus/node.py``'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, TypeVar
+from uuid import UUID
+
+import psycopg
+
+from cronplus.clock import Clock
+from cronplus.cluster import reconnect_delay
+from cronplus.logs import EventLog
+from cronplus.model import Outcome, RunResult, StateError
+from cronplus.pg import schema
+from cronplus.pg.schema import LOCK_SPACE, NODES, NodeRow, describe_dsn, error_text, node_row, utc
+
+T = TypeVar("T")
+AsyncConn = psycopg.AsyncConnection[tuple[Any, ...]]
+
+OPERATION_TIMEOUT_S = 10.0
+"""An operation taking longer than this counts as a lost connection (a silent network)."""
+
+
+class ClaimStatus(StrEnum):
+    """What a row in ``claims`` says about its (job, slot)."""
+
+    RUNNING = "running"
+    """A node runs the slot and renews its lease; another takes it over if the lease ends."""
+    DONE = "done"
+    """The slot ran (whatever its outcome); nobody starts it again."""
+    SKIPPED = "skipped"
+    """``overlap: forbid`` and the job's previous run was alive somewhere: not started."""
+    MISSED = "missed"
+    """The node that counted the slot missed recorded it; nobody records it again."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Beat:
+    """What one heartbeat learned: the live nodes and the cluster's job definitions."""
+
+    live: tuple[NodeRow, ...]
+    definitions: str
+    """The cluster's definitions hash (this node's if it just set it)."""
+    set_by: str
+    holders: tuple[str, ...]
+    """Live nodes, this one excluded, whose definitions are the cluster's."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Claimed:
+    """A claim that went in: RUNNING to start the slot, SKIPPED to record it skipped."""
+
+    status: ClaimStatus
+    busy_slot: datetime | None = None
+    busy_node: str | None = None
+    """The live run of the same job that made it SKIPPED (or that was asked to stop)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Expired:
+    """A RUNNING claim whose owner stopped renewing its lease, as it was when taken over."""
+
+    job: str
+    scheduled_at: datetime
+    node: str
+    attempt: int
+    started_at: datetime | None
+    lease_until: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class Write:
+    """One write the engine asked for, applied later in a batch (``ClusterDb.write``).
+
+    ``history``: add the row. ``ledger``: advance it. ``claim_status`` with ``token``:
+    mark this node's claim so; without a token, claim the slot with that status and add
+    ``history`` only if nobody had claimed it (a slot skipped or missed is recorded once).
+    ``begin``: note the attempt and pid on this node's claim.
+    """
+
+    history: RunResult | None = None
+    keep: int = 1
+    ledger: tuple[tuple[str, datetime], ...] = ()
+    job: str = ""
+    slot: datetime | None = None
+    token: UUID | None = None
+    claim_status: ClaimStatus | None = None
+    begin: tuple[int, datetime, int | None] | None = None
+    """(attempt, started_at, pid)."""
+
+
+# --- statements ------------------------------------------------------------------------
+
+_HEARTBEAT = """
+    INSERT INTO nodes AS n (name, host, pid, tags, lease, definitions, running, capacity,
+                            started_at, heartbeat_at, stopped_at)
+    VALUES (%(node)s, %(host)s, %(pid)s, %(tags)s, %(lease)s, %(definitions)s, %(running)s,
+            %(capacity)s, clock_timestamp(), clock_timestamp(), NULL)
+    ON CONFLICT (name) DO UPDATE SET host = excluded.host, pid = excluded.pid,
+        tags = excluded.tags, lease = excluded.lease, definitions = excluded.definitions,
+        running = excluded.running, capacity = excluded.capacity,
+        heartbeat_at = excluded.heartbeat_at, stopped_at = NULL,
+        started_at = CASE WHEN %(joining)s THEN excluded.started_at ELSE n.started_at END
+"""
+_CLAIM = """
+    WITH busy AS (
+        SELECT scheduled_at, node FROM claims
+        WHERE job = %(job)s AND status = 'running' AND scheduled_at <> %(slot)s
+          AND lease_until > clock_timestamp()
+        ORDER BY scheduled_at DESC LIMIT 1),
+    stop AS (
+        UPDATE claims SET stop_reason = %(stop_reason)s
+        WHERE %(replace)s AND job = %(job)s AND status = 'running' AND scheduled_at < %(slot)s
+          AND lease_until > clock_timestamp()
+          AND NOT EXISTS (SELECT 1 FROM claims WHERE job = %(job)s AND scheduled_at = %(slot)s)
+        RETURNING 1)
+    INSERT INTO claims (job, scheduled_at, node, token, status, claimed_at, lease_until)
+    SELECT %(job)s, %(slot)s, %(node)s, %(token)s,
+           CASE WHEN %(forbid)s AND EXISTS (SELECT 1 FROM busy) THEN 'skipped' ELSE 'running' END,
+           clock_timestamp(), clock_timestamp() + %(lease)s
+    ON CONFLICT (job, scheduled_at) DO NOTHING
+    RETURNING status, (SELECT scheduled_at FROM busy), (SELECT node FROM busy)
+"""
+_MINE = "SELECT status FROM claims WHERE job = %s AND scheduled_at = %s AND token = %s"
+_RENEW = """
+    UPDATE claims SET lease_until = clock_timestamp() + %(lease)s
+    WHERE status = 'running' AND token = ANY(%(tokens)s)
+    RETURNING token, stop_reason
+"""
+_EXPIRED = """
+    SELECT c.job, c.scheduled_at, c.node, c.attempt, c.started_at, c.lease_until FROM claims c
+    WHERE c.status = 'running' AND c.lease_until < clock_timestamp()
+      AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.name = c.node AND n.stopped_at IS NULL
+                      AND n.heartbeat_at + n.lease > clock_timestamp())
+    ORDER BY c.scheduled_at LIMIT 100
+"""
+_TAKE_OVER = """
+    UPDATE claims SET node = %(node)s, token = %(token)s, takeovers = takeovers + 1,
+        lease_until = clock_timestamp() + %(lease)s, attempt = 0, started_at = NULL,
+        pid = NULL, stop_reason = NULL
+    WHERE job = %(job)s AND scheduled_at = %(slot)s AND status = 'running'
+      AND lease_until < clock_timestamp()
+    RETURNING status
+"""
+_SET_STATUS = """
+    UPDATE claims SET status = %s, lease_until = least(lease_until, clock_timestamp())
+    WHERE job = %s AND scheduled_at = %s AND token = %s
+"""
+_CLAIM_ONCE = """
+    INSERT INTO claims (job, scheduled_at, node, token, status, claimed_at, lease_until)
+    VALUES (%s, %s, %s, gen_random_uuid(), %s, clock_timestamp(), clock_timestamp())
+    ON CONFLICT (job, scheduled_at) DO NOTHING RETURNING 1
+"""
+_BEGIN = (
+    "UPDATE claims SET attempt = %s, started_at = %s, pid = %s"
+    " WHERE job = %s AND scheduled_at = %s AND token = %s"
+)
+_PRUNE = """
+    DELETE FROM claims WHERE (job, scheduled_at) IN (
+        SELECT job, scheduled_at FROM claims
+        WHERE scheduled_at < clock_timestamp() - %s AND status <> 'running' LIMIT 5000)
+"""
+
+
+class ClusterDb:
+    """One node's connection to the cluster database; operations wait out outages."""
+
+    def __init__(self, dsn: str, *, node: str, clock: Clock, log: EventLog) -> None:
+        self._dsn = dsn
+        self.where = describe_dsn(dsn)
+        self.node = node
+        self._clock = clock
+        self._log = log
+        self._conn: AsyncConn | None = None
+        self._lock = asyncio.Lock()
+        self._down_since: float | None = None
+        self.connected_at = clock.monotonic()
+        """Monotonic instant of the last (re)connection: takeovers wait a lease after it."""
+
+    async def open(self) -> None:
+        """The first connection: unreachable, unmigrated or this node already live is a
+        ``StateError`` (the daemon exits 2), never a retry."""
+        try:
+            self._conn = await self._connect()
+        except psycopg.Error as error:
+            raise schema.unreachable(self._dsn, error) from None
+        try:
+            await self._conn.execute("SELECT 1")  # sync helpers below need a sync check
+            await self._require_schema(self._conn)
+            await self._lock_node(self._conn, first=True)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    # --- operations ---
+
+    async def heartbeat(
+        self,
+        *,
+        tags: frozenset[str],
+        lease: timedelta,
+        definitions: str,
+        running: int,
+        capacity: int,
+        joining: bool = False,
+    ) -> Beat:
+        params = {
+            "node": self.node,
+            "host": schema.host_name(),
+            "pid": os.getpid(),
+            "tags": sorted(tags),
+            "lease": lease,
+            "definitions": definitions,
+            "running": running,
+            "capacity": capacity,
+            "joining": joining,
+        }
+
+        async def op(conn: AsyncConn) -> Beat:
+            await conn.execute(_HEARTBEAT, params)
+            nodes = [node_row(row) for row in await (await conn.execute(NODES)).fetchall()]
+            live = tuple(node for node in nodes if node.live)
+            current, set_by = await _definitions(conn, self.node, definitions, live)
+            holders = tuple(
+                n.name for n in live if n.definitions == current and n.name != self.node
+            )
+            return Beat(live=live, definitions=current, set_by=set_by, holders=holders)
+
+        return await self._run("heartbeat", op)
+
+    async def claim(
+        self,
+        *,
+        job: str,
+        slot: datetime,
+        token: UUID,
+        lease: timedelta,
+        forbid: bool,
+        replace: bool,
+    ) -> Claimed | None:
+        """Claim (job, slot) for this node, or None if another node has it."""
+        params = {
+            "job": job,
+            "slot": slot,
+            "node": self.node,
+            "token": token,
+            "lease": lease,
+            "forbid": forbid,
+            "replace": replace,
+            "stop_reason": f"replaced by the slot {slot.isoformat()} (node {self.node})",
+        }
+
+        async def op(conn: AsyncConn) -> Claimed | None:
+            row = await (await conn.execute(_CLAIM, params)).fetchone()
+            if row is None:
+                mine = await (await conn.execute(_MINE, (job, slot, token))).fetchone()
+                return None if mine is None else Claimed(status=ClaimStatus(mine[0]))
+            status, busy_slot, busy_node = row
+            busy = utc(busy_slot) if busy_slot else None
+            return Claimed(status=ClaimStatus(status), busy_slot=busy, busy_node=busy_node)
+
+        return await self._run("claiming a slot", op)
+
+    async def renew(self, *, tokens: Sequence[UUID], lease: timedelta) -> dict[UUID, str | None]:
+        """Extend this node's leases; returns each still-held token and any stop request."""
+        if not tokens:
+            return {}
+
+        async def op(conn: AsyncConn) -> dict[UUID, str | None]:
+            cursor = await conn.execute(_RENEW, {"tokens": list(tokens), "lease": lease})
+            return {token: why for token, why in await cursor.fetchall()}
+
+        return await self._run("renewing leases", op)
+
+    async def expired(self) -> list[Expired]:
+        """RUNNING claims whose lease ran out while their node stopped heartbeating."""
+
+        async def op(conn: AsyncConn) -> list[Expired]:
+            rows = await (await conn.execute(_EXPIRED)).fetchall()
+            return [
+                Expired(
+                    job=job,
+                    scheduled_at=utc(slot),
+                    node=node,
+                    attempt=attempt,
+                    started_at=utc(started) if started else None,
+                    lease_until=utc(until),
+                )
+                for job, slot, node, attempt, started, until in rows
+            ]
+
+        return await self._run("looking for expired claims", op)
+
+    async def take_over(self, item: Expired, *, token: UUID, lease: timedelta) -> bool:
+        params = {
+            "job": item.job,
+            "slot": item.scheduled_at,
+            "node": self.node,
+            "token": token,
+            "lease": lease,
+        }
+
+        async def op(conn: AsyncConn) -> bool:
+            if await (await conn.execute(_TAKE_OVER, params)).fetchone():
+                return True
+            mine = await (
+                await conn.execute(_MINE, (item.job, item.scheduled_at, token))
+            ).fetchone()
+            return mine is not None
+
+        return await self._run("taking over a claim", op)
+
+    async def write(self, writes: Sequence[Write]) -> None:
+        """Apply a batch of writes in one transaction, in order."""
+
+        async def op(conn: AsyncConn) -> None:
+            for write in writes:
+                await _apply(conn, write, self.node)
+
+        await self._run("writing records", op)
+
+    async def ledger(self) -> dict[str, datetime]:
+        async def op(conn: AsyncConn) -> dict[str, datetime]:
+            rows = await (await conn.execute("SELECT job, slot FROM ledger")).fetchall()
+            return {job: utc(slot) for job, slot in rows}
+
+        return await self._run("reading the ledger", op)
+
+    async def last_outcomes(self) -> dict[str, tuple[Outcome, datetime]]:
+        async def op(conn: AsyncConn) -> dict[str, tuple[Outcome, datetime]]:
+            rows = await (await conn.execute(schema.LAST_OUTCOMES)).fetchall()
+            return {job: (Outcome(text), utc(at)) for job, text, at in rows}
+
+        return await self._run("reading last outcomes", op)
+
+    async def prune(self, *, keep: timedelta) -> None:
+        """Forget finished claims older than ``keep``: the ledger covers those slots."""
+
+        async def op(conn: AsyncConn) -> None:
+            await conn.execute(_PRUNE, (keep,))
+
+        await self._run("pruning old claims", op)
+
+    async def leave(self) -> None:
+        async def op(conn: AsyncConn) -> None:
+            await conn.execute(
+                "UPDATE nodes SET stopped_at = clock_timestamp() WHERE name = %s", (self.node,)
+            )
+
+        await self._run("leaving the cluster", op)
+
+    # --- connection ---
+
+    async def _connect(self) -> AsyncConn:
+        options = schema.connect_options(self.node)
+        conn = await psycopg.AsyncConnection.connect(self._dsn, **options)
+        await conn.execute("SET TIME ZONE 'UTC'")
+        return conn
+
+    async def _require_schema(self, conn: AsyncConn) -> None:
+        row = await (
+            await conn.execute("SELECT to_regclass('cronplus_schema') IS NOT NULL")
+        ).fetchone()
+        version = 0
+        if row and row[0]:
+            found = await (
+                await conn.execute("SELECT max(version) FROM cronplus_schema")
+            ).fetchone()
+            version = int(found[0]) if found and found[0] is not None else 0
+        if version != schema.SCHEMA_VERSION:
+            newer = "newer than this cronplus knows; upgrade cronplus on this node"
+            older = "older than this cronplus needs; run `cronplus db migrate` once"
+            raise StateError(
+                f"{self.where}: the cluster database is at schema version {version}"
+                f" ({newer if version > schema.SCHEMA_VERSION else older})"
+            )
+
+    async def _lock_node(self, conn: AsyncConn, *, first: bool) -> None:
+        """Hold the node's advisory lock: two daemons may not be one node."""
+        cursor = await conn.execute(
+            "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (LOCK_SPACE, self.node)
+        )
+        row = await cursor.fetchone()
+        if row and row[0]:
+            return
+        holder = await (
+            await conn.execute("SELECT host, pid FROM nodes WHERE name = %s", (self.node,))
+        ).fetchone()
+        where = f" (pid {holder[1]} on {holder[0]})" if holder else ""
+        message = (
+            f"another cronplus daemon{where} is node {self.node!r} of the cluster at"
+            f" {self.where}; give each node its own settings.cluster.node"
+        )
+        if first:
+            raise StateError(message)
+        self._log.error("node_name_taken", message, node=self.node)
+
+    async def _run(self, action: str, op: Callable[[AsyncConn], Awaitable[T]]) -> T:
+        failures = 0
+        while True:
+            try:
+                async with self._lock, asyncio.timeout(OPERATION_TIMEOUT_S):
+                    conn = self._conn or await self._reconnect()
+                    async with conn.transaction():
+                        result = await op(conn)
+                self._back(action)
+                return result
+            except (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError) as error:
+                failures += 1
+                await self._lost(action, error, failures)
+            except psycopg.Error as error:
+                raise StateError(f"{self.where}: {action} failed: {error_text(error)}") from None
+
+    async def _reconnect(self) -> AsyncConn:
+        conn = await self._connect()
+        await self._lock_node(conn, first=False)
+        self._conn = conn
+        self.connected_at = self._clock.monotonic()
+        return conn
+
+    async def _lost(self, action: str, error: BaseException, failures: int) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await conn.close()
+        if self._down_since is None:
+            self._down_since = self._clock.monotonic()
+            self._log.warning(
+                "db_unavailable",
+                f"the cluster database is unreachable while {action} ({error_text(error)});"
+                " retrying with backoff, no slot starts until a claim goes in",
+                database=self.where,
+            )
+        delay = reconnect_delay(failures)
+        await self._clock.sleep_until(
+            self._clock.now() + timedelta(seconds=delay), max_seconds=delay
+        )
+
+    def _back(self, action: str) -> None:
+        if self._down_since is None:
+            return
+        seconds = round(self._clock.monotonic() - self._down_since, 3)
+        self._down_since = None
+        self._log.info(
+            "db_reconnected",
+            f"the cluster database is back after {seconds}s ({action})",
+            database=self.where,
+            seconds=seconds,
+        )
+
+
+async def _definitions(
+    conn: AsyncConn, node: str, mine: str, live: tuple[NodeRow, ...]
+) -> tuple[str, str]:
+    """The cluster's (hash, set by). A node's hash becomes the cluster's when there is none,
+    or when no other live node still runs the current one: a rolling update ends with the
+    new definitions, and a node restarted with a stale file cannot outvote the live ones."""
+    query = "SELECT hash, node FROM definitions FOR UPDATE"
+    row = await (await conn.execute(query)).fetchone()
+    if row is not None and row[0] == mine:
+        return mine, row[1]
+    if row is not None and any(n.definitions == row[0] and n.name != node for n in live):
+        return row[0], row[1]
+    await conn.execute(
+        "INSERT INTO definitions (hash, node, set_at) VALUES (%s, %s, clock_timestamp())"
+        " ON CONFLICT (only_row) DO UPDATE SET hash = excluded.hash, node = excluded.node,"
+        " set_at = excluded.set_at",
+        (mine, node),
+    )
+    return mine, node
+
+
+async def _apply(conn: AsyncConn, write: Write, node: str) -> None:
+    if write.ledger:
+        async with conn.cursor() as cursor:
+            await cursor.executemany(schema.ADVANCE_LEDGER, write.ledger)
+    if write.begin is not None:
+        attempt, started, pid = write.begin
+        await conn.execute(_BEGIN, (attempt, started, pid, write.job, write.slot, write.token))
+    if write.claim_status is not None and write.token is not None:
+        params = (write.claim_status.value, write.job, write.slot, write.token)
+        await conn.execute(_SET_STATUS, params)
+    elif write.claim_status is not None:
+        once = (write.job, write.slot, node, write.claim_status.value)
+        if await (await conn.execute(_CLAIM_ONCE, once)).fetchone() is None:
+            return  # another node claimed or recorded this slot: its record stands
+    if write.history is not None:
+        await conn.execute(schema.INSERT_HISTORY, schema.history_params(write.history, node=node))
+        await conn.execute(schema.TRIM_HISTORY, {"job": write.history.job, "keep": write.keep})
+
+
+def interrupted_by_node_death(item: Expired, *, taker: str, now: datetime) -> RunResult:
+    """The history row of an attempt whose node died under it (its lease ran out)."""
+    started = item.started_at or item.lease_until
+    what = f"attempt {item.attempt}" if item.attempt else "the slot (no attempt had started)"
+    return RunResult(
+        job=item.job,
+        scheduled_at=item.scheduled_at,
+        attempt=item.attempt,
+        started_at=started,
+        finished_at=now,
+        outcome=Outcome.INTERRUPTED,
+        duration_s=max((now - started).total_seconds(), 0.0),
+        reason=(
+            f"node {item.node} stopped heartbeating during {what}; its lease ran out at"
+            f" {item.lease_until.isoformat()} and node {taker} took the slot over"
+        ),
+    )
