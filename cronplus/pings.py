@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Coroutine
 from datetime import datetime
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from cronplus import webclient
@@ -92,22 +90,21 @@ class Pinger:
             return
         start = self._starts.pop(result.run_id, None)
         address = ping_address(job.ping_url, run_id=result.run_id, result=result)
-        body = b""
-        if not result.outcome.ok:
-            limit = self._limits.get(job.name, DEFAULT_BODY_LIMIT)
-            body = failure_body(result.stderr_tail, limit)
-        kind = "success" if result.outcome.ok else "failure"
-        self._background.spawn(self._after(start, self._ping(job.name, address, body, kind)))
+        self._background.spawn(self._end(start, job.name, address, result))
 
     def slots_missed(self, *, job: Job, result: RunResult, count: int) -> None:
         return  # the ping server notices a missing ping by itself
 
-    async def _after(
-        self, start: asyncio.Task[None] | None, end: Coroutine[Any, Any, None]
+    async def _end(
+        self, start: asyncio.Task[None] | None, job: str, address: str, result: RunResult
     ) -> None:
         if start is not None:
-            await asyncio.wait([start])
-        await end
+            await asyncio.wait([start])  # in order, and the start's answer names the limit
+        if result.outcome.ok:
+            await self._ping(job, address, b"", "success")
+            return
+        limit = self._limits.get(job, DEFAULT_BODY_LIMIT)
+        await self._ping(job, address, failure_body(result.stderr_tail, limit), "failure")
 
     async def _ping(self, job: str, address: str, body: bytes, kind: str) -> None:
         async def once() -> None:
