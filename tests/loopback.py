@@ -141,7 +141,9 @@ class _MailHandler:
 class SmtpRecorder:
     """aiosmtpd on 127.0.0.1: STARTTLS required (or TLS from the start), one user."""
 
-    def __init__(self, cert: Path, key: Path, *, implicit_tls: bool, password: str) -> None:
+    def __init__(self, cert: Path, key: Path, *, tls: str, password: str) -> None:
+        """``tls``: ``starttls`` (required before AUTH), ``implicit``, or ``none`` (plain)."""
+        implicit_tls = tls == "implicit"
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(cert, key)
         self.handler = _MailHandler()
@@ -156,9 +158,12 @@ class SmtpRecorder:
             self.logins.append((data.login.decode(), ok))
             return AuthResult(success=ok, handled=False)
 
-        options: dict[str, Any] = {"ssl_context": context} if implicit_tls else {
-            "tls_context": context, "require_starttls": True
-        }  # fmt: skip
+        choices: dict[str, dict[str, Any]] = {
+            "implicit": {"ssl_context": context},
+            "starttls": {"tls_context": context, "require_starttls": True},
+            "none": {},
+        }
+        options = choices[tls]
         self.controller = Controller(
             self.handler,
             hostname="127.0.0.1",
