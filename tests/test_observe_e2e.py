@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -150,3 +151,26 @@ def test_a_failing_job_pings_and_alerts_and_the_ping_url_stays_secret(
     assert "SECRET" not in seen_env.read_text()
     history = cronplus.run("history", "--json").stdout
     assert "SECRET" not in history and "SECRET" not in cronplus.run("list", "--json").stdout
+
+
+def test_the_dead_man_alert_fires_once_on_time_in_a_real_daemon(
+    cronplus: Cronplus, daemons: Callable[..., Daemon], http: HttpRecorder
+) -> None:
+    cronplus.write(
+        f"notifiers:\n  hook: {{webhook: '{http.url}/hook', timeout: 2s}}\n"
+        "jobs:\n"
+        "  yearly:\n"
+        '    schedule: "0 0 1 1 *"\n'
+        '    command: "true"\n'
+        "    on_failure: [hook]\n"
+        "    alert_if_no_success_for: 1s\n"
+    )
+    daemon = daemons()
+    daemon.wait_event("started")
+    (request,) = http.wait_for(1, timeout=5)  # the loop woke for the deadline, not in 30 s
+    alert = json.loads(request.body)
+    assert (alert["alert"], alert["job"], alert["last_success"]) == ("no_success", "yearly", None)
+    daemon.wait_event("alert_sent")
+    time.sleep(2.5)  # more than two periods: still the one alert
+    assert len(http.requests) == 1
+    assert daemon.stop() == 0
