@@ -53,11 +53,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_runonce import (
     DEFAULT_BUILD_DIR,
     DEFAULT_RESULTS,
-    Workspace,
     bench_env,
     build_stamp,
     cell,
     cronplus_argv,
+    fresh,
     load_average,
     machine,
     markdown_table,
@@ -249,15 +249,13 @@ class Idle:
         return self.after.switches - self.before.switches
 
 
-def idle_daemons(
-    space: Workspace, sizes: list[int], *, repeats: int, seconds: float
-) -> dict[int, Idle]:
+def idle_daemons(root: Path, sizes: list[int], *, repeats: int, seconds: float) -> dict[int, Idle]:
     startups: dict[int, list[float]] = {n: [] for n in sizes}
     kept: dict[int, DaemonRun] = {}
     schedule = moved_to_month(idle_month(datetime.now(UTC)))
     for repeat in range(repeats):
         for n in sizes:
-            folder = space.fresh(f"idle-{n}")
+            folder = fresh(root, f"idle-{n}")
             crontab = folder / "crontab.yaml"
             crontab.write_text(rewritten(crontab_text(n), schedule=schedule, argv=("true",)))
             daemon = DaemonRun(folder, crontab)
@@ -280,9 +278,9 @@ def idle_daemons(
     }
 
 
-def every_second(space: Workspace, stamp: Path, *, seconds: float) -> list[float]:
+def every_second(root: Path, stamp: Path, *, seconds: float) -> list[float]:
     """Lateness, in seconds, of each start of one every-second job."""
-    folder = space.fresh("every-second")
+    folder = fresh(root, "every-second")
     stamps, crontab = folder / "stamps.txt", folder / "crontab.yaml"
     text = crontab_text(1)
     crontab.write_text(
@@ -298,9 +296,9 @@ def every_second(space: Workspace, stamp: Path, *, seconds: float) -> list[float
     return late
 
 
-def burst(space: Workspace, stamp: Path, n: int, *, lead: float) -> list[float]:
+def burst(root: Path, stamp: Path, n: int, *, lead: float) -> list[float]:
     """Lateness, in seconds, of each of N jobs due at one instant."""
-    folder = space.fresh(f"burst-{n}")
+    folder = fresh(root, f"burst-{n}")
     stamps, crontab = folder / "stamps.txt", folder / "crontab.yaml"
     at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1 + lead)
 
@@ -455,13 +453,13 @@ def main() -> None:
     stamp = build_stamp(args.build_dir)
     raise_fd_limit(max([*args.burst_sizes, 1]))  # the daemons inherit it
     with tempfile.TemporaryDirectory(prefix="bench-daemon-") as tmp:
-        space = Workspace(Path(tmp))
-        idle = idle_daemons(space, args.sizes, repeats=args.repeats, seconds=args.idle_seconds)
-        late = every_second(space, stamp, seconds=args.lateness_seconds)
+        root = Path(tmp)
+        idle = idle_daemons(root, args.sizes, repeats=args.repeats, seconds=args.idle_seconds)
+        late = every_second(root, stamp, seconds=args.lateness_seconds)
         bursts: dict[int, list[list[float]]] = {n: [] for n in args.burst_sizes}
         for _ in range(args.repeats):
             for n in args.burst_sizes:
-                bursts[n].append(burst(space, stamp, n, lead=args.burst_lead))
+                bursts[n].append(burst(root, stamp, n, lead=args.burst_lead))
     text = report(idle, late, bursts, args)
     command = (
         f"python bench/bench_daemon.py --sizes {','.join(map(str, args.sizes))} "

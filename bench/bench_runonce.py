@@ -32,6 +32,7 @@ import math
 import os
 import platform
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -41,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from resource import RUSAGE_CHILDREN, RUSAGE_SELF
 from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -167,18 +169,9 @@ def cronplus_argv(crontab: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "cronplus", "-c", str(crontab), "--log-format", "json", *args]
 
 
-class Workspace:
-    """A temp folder handing out a fresh subfolder (crontab, state, stamps) per run."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self._count = 0
-
-    def fresh(self, name: str) -> Path:
-        self._count += 1
-        folder = self.root / f"{self._count:03d}-{name}"
-        folder.mkdir()
-        return folder
+def fresh(root: Path, name: str) -> Path:
+    """A new, empty folder under ``root`` for one run: its crontab, state and stamps."""
+    return Path(tempfile.mkdtemp(prefix=f"{name.replace('/', '_')}-", dir=root))
 
 
 # --- the ways --------------------------------------------------------------------------
@@ -191,6 +184,7 @@ def run_once_cli(
     crontab = folder / "crontab.yaml"
     crontab.write_text(rewritten(crontab_text(n), schedule=every_minute, argv=argv))
     at = iso_utc(datetime.now(UTC).replace(second=0, microsecond=0))
+    cpu = cpu_seconds()
     began_wall, began = time.time(), time.perf_counter()
     done = subprocess.run(
         cronplus_argv(crontab, "run-once", "--at", at, "--json"),
@@ -199,7 +193,7 @@ def run_once_cli(
         env=bench_env(folder / "state"),
         cwd=folder,
     )
-    measure = {"exit": time.perf_counter() - began}
+    measure = {"exit": time.perf_counter() - began, **cpu_used(cpu)}
     runs = json.loads(done.stdout)["runs"] if done.returncode == 0 else []
     if len(runs) != n or any(run["outcome"] != "succeeded" for run in runs):
         raise SystemExit(
@@ -216,6 +210,18 @@ def run_once_cli(
             "spread": max(starts) - min(starts),
         }
     return measure
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """CPU seconds (user + system) used so far by this process, and by its reaped children."""
+    own, children = (resource.getrusage(who) for who in (RUSAGE_SELF, RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+
+
+def cpu_used(before: tuple[float, float]) -> Measure:
+    """CPU since ``before``: other work on the host stretches wall times, hardly these."""
+    own, children = cpu_seconds()
+    return {"own cpu": own - before[0], "children cpu": children - before[1]}
 
 
 class TimedRunner(Runner):
@@ -249,16 +255,16 @@ def engine_burst(folder: Path, n: int, program: str) -> Measure:
             engine = Engine(
                 crontab, store=store, runner=runner, clock=clock, base_env=env, log=logs.EventLog()
             )
-            began = time.perf_counter()
+            cpu, began = cpu_seconds(), time.perf_counter()
             runs = engine.start_slots(due, now=now)
             await engine.wait_idle()
-            finished = time.perf_counter()
+            finished, used = time.perf_counter(), cpu_used(cpu)
         finally:
             store.close()
         failed = [run for run in runs if not (run.results and run.results[-1].outcome.ok)]
         if len(runs) != n or failed or len(runner.starts) != n:
             raise SystemExit(f"engine burst: {len(runs)} runs of {n}, {len(failed)} failed")
-        return {"last": runner.starts[-1] - began, "done": finished - began}
+        return {"last": runner.starts[-1] - began, "done": finished - began, **used}
 
     return asyncio.run(burst())
 
@@ -267,8 +273,9 @@ def bare_way(name: str) -> Callable[[Path, int, str], Measure]:
     """One of bench_spawn.py's loops, as a way of this benchmark."""
 
     def way(_folder: Path, n: int, program: str) -> Measure:
+        cpu = cpu_seconds()
         started, done = WAYS[name](program, n)
-        return {"last": started, "done": done}
+        return {"last": started, "done": done, **cpu_used(cpu)}
 
     return way
 
@@ -372,62 +379,60 @@ def update_results(path: Path, heading: str, body: str, *, owner: str) -> None:
     path.write_text(text)
 
 
+CLI_COLUMNS = {
+    "first": "spawn → first start",
+    "last": "spawn → last start",
+    "spread": "first → last start",
+    "exit": "spawn → exit",
+    "children cpu": "CPU: cronplus + jobs",
+}
+LOOP_COLUMNS = {
+    "last": "last started",
+    "done": "all finished",
+    "own cpu": "CPU: this process",
+    "children cpu": "CPU: children",
+}
+
+
+def rows(results: dict[str, list[Measure]], names: list[str], keys: list[str]) -> list[list[str]]:
+    """One row per way: its name, then a ``median (min–max)`` cell per key ("–": none)."""
+
+    def cells(runs: list[Measure]) -> list[str]:
+        return [cell([run[key] for run in runs]) if key in runs[0] else "–" for key in keys]
+
+    return [[name, *cells(results[name])] for name in names]
+
+
 def report(results: dict[str, list[Measure]], *, n: int, repeats: int, program: str) -> str:
     command = [name for name in results if name.startswith("run-once")]
     burst = [name for name in results if name not in command]
-    cli = markdown_table(
-        [
-            "jobs run",
-            "spawn → first start",
-            "spawn → last start",
-            "first → last start",
-            "spawn → exit",
-        ],
-        [
-            [
-                name.removeprefix("run-once, "),
-                *(
-                    cell([run[key] for run in results[name]]) if key in results[name][0] else "–"
-                    for key in ("first", "last", "spread", "exit")
-                ),
-            ]
-            for name in command
-        ],
-    )
+    cli = markdown_table(["way", *CLI_COLUMNS.values()], rows(results, command, list(CLI_COLUMNS)))
     loops = markdown_table(
-        ["way", "last started", "all finished", "starts/s"],
+        ["way", *LOOP_COLUMNS.values(), "starts/s"],
         [
-            [
-                name,
-                cell([run["last"] for run in results[name]]),
-                cell([run["done"] for run in results[name]]),
-                f"{n / statistics.median(run['last'] for run in results[name]):,.0f}",
-            ]
-            for name in burst
+            [*row, f"{n / statistics.median(run['last'] for run in results[row[0]]):,.0f}"]
+            for row in rows(results, burst, list(LOOP_COLUMNS))
         ],
     )
-    engine = statistics.median(run["last"] for run in results["engine"])
-    spread = statistics.median(run["spread"] for run in results["run-once, stamp"])
+    measured = {
+        "engine pass: all started": statistics.median(r["last"] for r in results["engine"]),
+        "`run-once`: first to last start": statistics.median(
+            r["spread"] for r in results["run-once, stamp"]
+        ),
+    }
     targets = markdown_table(
         ["target (issue, for 1,000 jobs)", "measured (median)", "met"],
         [
-            [
-                f"engine pass: all started within {BURST_TARGET_S} s",
-                f"{engine:.3f} s",
-                verdict(engine, BURST_TARGET_S),
-            ],
-            [
-                f"`run-once`: first to last start within {BURST_TARGET_S} s",
-                f"{spread:.3f} s",
-                verdict(spread, BURST_TARGET_S),
-            ],
+            [f"{what} within {BURST_TARGET_S} s", f"{value:.3f} s", verdict(value, BURST_TARGET_S)]
+            for what, value in measured.items()
         ],
     )
     return (
         f"N = {n} jobs due in one minute, `max_concurrent: {n}`, {repeats} alternating "
-        f"repeats; seconds, median (min–max).\n\n"
-        f"The real command, `cronplus run-once --at T` (seconds from just before its spawn, "
-        f"on CLOCK_REALTIME, to the jobs' stamps and to its exit):\n\n{cli}\n\n"
+        f"repeats; seconds, median (min–max). CPU is user + system time, which other work "
+        f"on the host hardly changes, unlike the wall times.\n\n"
+        f"The real command, `cronplus run-once --at T` (from just before its spawn, on "
+        f"CLOCK_REALTIME, to the jobs' stamps and to its exit):\n\n{cli}\n\n"
         f"In process, from the start of the burst (for `engine`: the `start_slots` call) "
         f"to the last child started, and to all finished (`engine`: and recorded); "
         f"children run `{program}`:\n\n{loops}\n\nTargets:\n\n{targets}\n"
@@ -458,13 +463,12 @@ def main() -> None:
     chosen = ways(stamp, args.program)
     results: dict[str, list[Measure]] = {name: [] for name in chosen}
     with tempfile.TemporaryDirectory(prefix="bench-runonce-") as tmp:
-        space = Workspace(Path(tmp))
         for way in chosen.values():  # warm up imports, caches and the page cache
-            way(space.fresh("warm-up"), min(args.n, 20), args.program)
+            way(fresh(Path(tmp), "warm-up"), min(args.n, 20), args.program)
         for _ in range(args.repeats):
             for name, way in chosen.items():
                 gc.collect()
-                results[name].append(way(space.fresh(name.replace("/", "_")), args.n, args.program))
+                results[name].append(way(fresh(Path(tmp), name), args.n, args.program))
     text = report(results, n=args.n, repeats=args.repeats, program=args.program)
     command = (
         f"python bench/bench_runonce.py -n {args.n} --repeats {args.repeats} "
