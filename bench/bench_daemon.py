@@ -296,8 +296,18 @@ def every_second(root: Path, stamp: Path, *, seconds: float) -> list[float]:
     return late
 
 
-def burst(root: Path, stamp: Path, n: int, *, lead: float) -> list[float]:
-    """Lateness, in seconds, of each of N jobs due at one instant."""
+@dataclass(frozen=True, kw_only=True)
+class Burst:
+    """One daemon's burst of N jobs due at one instant."""
+
+    late: list[float]
+    """Seconds from the instant to each job's start."""
+    cpu_ms: float
+    """The daemon's own CPU (schedstat) from before the instant until every job succeeded:
+    starting, reaping, recording and logging them all."""
+
+
+def burst(root: Path, stamp: Path, n: int, *, lead: float) -> Burst:
     folder = fresh(root, f"burst-{n}")
     stamps, crontab = folder / "stamps.txt", folder / "crontab.yaml"
     at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1 + lead)
@@ -314,7 +324,9 @@ def burst(root: Path, stamp: Path, n: int, *, lead: float) -> list[float]:
         raise SystemExit(
             f"the daemon with {n} jobs started after the burst instant: raise --burst-lead"
         )
+    before = usage(daemon.proc.pid)
     daemon.wait_for("attempt_succeeded", count=n, timeout=lead + 1 + BURST_TIMEOUT)
+    cpu_ms = usage(daemon.proc.pid).cpu_sched_ms - before.cpu_sched_ms
     daemon.stop()
     found = read_stamps(stamps)
     wrong = [s for s in found if s.scheduled_at != at]
@@ -322,7 +334,7 @@ def burst(root: Path, stamp: Path, n: int, *, lead: float) -> list[float]:
         raise SystemExit(
             f"burst of {n} at {at:%H:%M:%S}: {len(found)} stamps, {len(wrong)} for another slot"
         )
-    return [s.lateness for s in found]
+    return Burst(late=[s.lateness for s in found], cpu_ms=cpu_ms)
 
 
 # --- tables ----------------------------------------------------------------------------
@@ -363,23 +375,20 @@ BURST_STATS: dict[str, Callable[[list[float]], float]] = {
 }
 
 
-def burst_table(results: dict[int, list[list[float]]]) -> str:
+def burst_table(results: dict[int, list[Burst]]) -> str:
     rows = [
         [
             f"{n:,}",
-            *(
-                cell([stat(run) for run in runs], scale=1000, digits=1)
-                for stat in BURST_STATS.values()
-            ),
+            *(cell([stat(run.late) for run in runs], 1000, 1) for stat in BURST_STATS.values()),
+            cell([run.cpu_ms for run in runs], digits=1),
         ]
         for n, runs in results.items()
     ]
-    return markdown_table(["jobs", *(f"{name}, ms" for name in BURST_STATS)], rows)
+    headers = ["jobs", *(f"{name}, ms" for name in BURST_STATS), "daemon CPU, ms"]
+    return markdown_table(headers, rows)
 
 
-def targets_table(
-    idle: dict[int, Idle], late: list[float], bursts: dict[int, list[list[float]]]
-) -> str:
+def targets_table(idle: dict[int, Idle], late: list[float], bursts: dict[int, list[Burst]]) -> str:
     measured = {"every-second job: p99": percentile(late, 99) * 1000}
     for n, run in idle.items():
         measured[f"startup, {n:,} jobs"] = statistics.median(run.startups) * 1000
@@ -387,7 +396,7 @@ def targets_table(
         measured[f"idle CPU, {n:,} jobs"] = run.cpu_sched_ms * 60 / run.window
     for n, runs in bursts.items():
         for stat in ("last", "p99"):
-            late_ms = [BURST_STATS[stat](run) * 1000 for run in runs]
+            late_ms = [BURST_STATS[stat](run.late) * 1000 for run in runs]
             measured[f"burst of {n:,}: {stat} start"] = statistics.median(late_ms)
     rows = [
         [
@@ -407,7 +416,7 @@ def targets_table(
 def report(
     idle: dict[int, Idle],
     late: list[float],
-    bursts: dict[int, list[list[float]]],
+    bursts: dict[int, list[Burst]],
     args: argparse.Namespace,
 ) -> str:
     window = next(iter(idle.values())).window if idle else 0.0
@@ -416,7 +425,8 @@ def report(
         f"over a {window:.0f} s idle window (nothing due):\n\n{idle_table(idle)}\n\n"
         f"One job `* * * * * *` for {args.lateness_seconds:g} s, lateness of each start "
         f"(stamp minus slot):\n\n{lateness_table(late)}\n\n"
-        f"N jobs due at one instant, `max_concurrent: N`, lateness of the starts "
+        f"N jobs due at one instant, `max_concurrent: N`: lateness of the starts, and the "
+        f"daemon's own CPU from just before the instant until every job had succeeded "
         f"({args.repeats} daemons per size, ms, median (min–max)):\n\n{burst_table(bursts)}\n\n"
         f"Targets:\n\n{targets_table(idle, late, bursts)}\n"
     )
@@ -456,7 +466,7 @@ def main() -> None:
         root = Path(tmp)
         idle = idle_daemons(root, args.sizes, repeats=args.repeats, seconds=args.idle_seconds)
         late = every_second(root, stamp, seconds=args.lateness_seconds)
-        bursts: dict[int, list[list[float]]] = {n: [] for n in args.burst_sizes}
+        bursts: dict[int, list[Burst]] = {n: [] for n in args.burst_sizes}
         for _ in range(args.repeats):
             for n in args.burst_sizes:
                 bursts[n].append(burst(root, stamp, n, lead=args.burst_lead))
