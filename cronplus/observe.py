@@ -124,7 +124,8 @@ class Observatory:
         self._host = socket.gethostname()
         self._runner = Runner()
         self._mailer: Mailer | None = None
-        book = AlertBook(store.last_outcomes())
+        newest = store.last_outcomes()
+        book = AlertBook(newest)
         self.alerts = AlertRelay(book, Dispatcher({}, clock=clock, log=log), clock=clock)
         self._install_routes(crontab)
         self.pinger = Pinger(crontab.settings.pings, clock=clock, log=log)
@@ -132,7 +133,7 @@ class Observatory:
         self.metrics = Metrics() if crontab.settings.metrics else None
         if self.metrics is not None:
             self.metrics.seed_last_success(
-                {name: at for name, (outcome, at) in store.last_outcomes().items() if outcome.ok}
+                {name: at for name, (outcome, at) in newest.items() if outcome.ok}
             )
         observers: list[EngineEvents] = [self.attempts, self.alerts, self.pinger]
         if self.metrics is not None:
