@@ -104,7 +104,9 @@ def compile_job(job: Job) -> Schedule:
 class SlotClaim(Protocol):
     """Leave to run one slot; released once its attempts and retries are over."""
 
-    def release(self) -> None: ...
+    def release(self, *, started: bool) -> None:
+        """``started``: an attempt ran; else the slot was given up before (a shutdown)."""
+        ...
 
 
 class SlotGate(Protocol):
@@ -122,7 +124,7 @@ class LocalGate:
     async def claim(self, job: Job, slot: datetime) -> SlotClaim | None:
         return self
 
-    def release(self) -> None:
+    def release(self, *, started: bool) -> None:
         pass
 
 
@@ -264,7 +266,8 @@ class Engine:
         if action is plan.OverlapAction.REPLACE_THEN_START:
             for old in alive:
                 self._stop(old, Outcome.KILLED, f"replaced by the slot {iso_utc(slot)}", job)
-        return self._start_run(state, slot, waits_for=alive)
+            return self._start_run(state, slot, waits_for=alive)
+        return self._start_run(state, slot, waits_for=[])  # allow: both run
 
     def _start_run(self, state: JobState, slot: datetime, *, waits_for: list[SlotRun]) -> SlotRun:
         run = SlotRun(job=state.job, slot=slot)
@@ -312,7 +315,7 @@ class Engine:
         try:
             await self._run_slot(run, state, waits_for=waits_for)
         finally:
-            claim.release()
+            claim.release(started=bool(run.results))
 
     async def _run_slot(self, run: SlotRun, state: JobState, *, waits_for: list[SlotRun]) -> None:
         for old in waits_for:

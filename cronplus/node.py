@@ -60,8 +60,11 @@ class Held:
     taken_from: str | None = None
     """The node whose expired claim this one took over."""
 
-    def release(self) -> None:
-        self.node.release(self, ClaimStatus.DONE)
+    def release(self, *, started: bool) -> None:
+        if started:
+            self.node.release(self, ClaimStatus.DONE)
+        else:  # given up unstarted (a shutdown): its lease lapses, another node takes it over
+            self.node.abandon(self)
 
 
 class Node:
@@ -177,6 +180,10 @@ class Node:
         if self._held.get((held.job, held.slot)) is held:
             del self._held[(held.job, held.slot)]
             self.queue(Write(job=held.job, slot=held.slot, token=held.token, claim_status=status))
+
+    def abandon(self, held: Held) -> None:
+        if self._held.get((held.job, held.slot)) is held:
+            del self._held[(held.job, held.slot)]
 
     def held(self, job: str, slot: datetime) -> Held | None:
         return self._held.get((job, slot))

@@ -145,7 +145,9 @@ class Values:
             return
         if (spot := (event.start_mark.line, event.start_mark.column)) in self.quoted:
             here = self._here()
-            self.issue(event.start_mark, here, f"{here[-1]} {self.quoted.pop(spot)}")
+            # A whole document that is one unquoted '@...' scalar has no key to name.
+            what = here[-1] if here else "the value"
+            self.issue(event.start_mark, here, f"{what} {self.quoted.pop(spot)}")
         value, text = self._construct(event)
         if event.anchor:
             self._anchors[event.anchor] = (value, text)
