@@ -244,3 +244,32 @@ def test_json_logs_have_stable_field_names(cronplus: Cronplus) -> None:
     for key in ("job", "run_id", "scheduled_at", "attempt", "outcome", "exit_code", "duration_s"):
         assert key in failed
     assert (failed["job"], failed["outcome"], failed["exit_code"]) == ("broken", "failed", 4)
+
+
+def test_a_corrupt_state_database_is_exit_2_and_left_untouched(cronplus: Cronplus) -> None:
+    cronplus.write(BACKUP)
+    state = cronplus.dir / "state" / "cronplus" / "state.db"
+    state.parent.mkdir(parents=True)
+    garbage = b"this is not a database" * 100
+    state.write_bytes(garbage)
+    for args in (("history",), ("run-once", "--at", "2026-03-08T07:00:00Z")):
+        done = cronplus.run(*args)
+        assert done.returncode == 2
+        assert str(state) in done.stderr
+        assert "Traceback" not in done.stderr
+    assert state.read_bytes() == garbage
+
+
+def test_service_install_writes_a_user_unit_with_absolute_paths(cronplus: Cronplus) -> None:
+    cronplus.write(BACKUP)
+    home = cronplus.dir / "home"
+    home.mkdir()
+    cronplus.env["HOME"] = str(home)
+    done = cronplus.run("service", "install", "--user")
+    assert done.returncode == 0, done.stderr
+    unit = home / ".config" / "systemd" / "user" / "cronplus.service"
+    assert done.stdout.startswith(f"wrote {unit}")
+    text = unit.read_text()
+    assert "Type=notify" in text
+    assert str(cronplus.config) in text
+    assert "systemctl --user" in done.stdout

@@ -254,6 +254,29 @@ def test_a_clock_stepped_back_never_reruns_a_handled_slot(
     assert max(slots) == utc("2026-01-01T00:10")
 
 
+def test_a_clock_stepped_forward_counts_the_jumped_slots_as_missed(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    every5 = job("every5", "*/5 * * * *", "true", tmp_path, catchup=Catchup.SKIP)
+    clock = FakeClock(utc("2026-01-01T00:00:30"))
+
+    async def scenario() -> None:
+        eng = engine(crontab(tmp_path, every5), store, clock)
+        eng.load_jobs(now=clock.now(), ledger={})
+        clock.step(timedelta(hours=2))
+        eng.tick(clock.now())
+        await eng.wait_idle()
+
+    asyncio.run(scenario())
+    ran, missed = sorted(store.history(), key=lambda row: row.outcome is Outcome.MISSED)
+    assert (ran.outcome, ran.scheduled_at) == (Outcome.SUCCEEDED, utc("2026-01-01T02:00"))
+    assert missed.outcome is Outcome.MISSED
+    assert missed.reason.startswith(
+        "23 slot(s) missed from 2026-01-01T00:05:00Z to 2026-01-01T01:55:00Z"
+    )
+    assert store.ledger()["every5"] == utc("2026-01-01T02:00")
+
+
 def test_overlap_forbid_skips_a_slot_while_the_last_run_is_alive(
     tmp_path: Path, store: SqliteStore
 ) -> None:
@@ -295,7 +318,9 @@ def test_overlap_replace_stops_the_old_group_first(tmp_path: Path, store: Sqlite
     assert "replaced by the slot 2026-01-01T00:00:02Z" in rows[0].reason
 
 
-def test_max_concurrent_queues_the_rest_in_order(tmp_path: Path, store: SqliteStore) -> None:
+def test_max_concurrent_queues_the_rest_in_order_and_says_so(
+    tmp_path: Path, store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
     log = tmp_path / "order.log"
     jobs = [
         job(
@@ -315,7 +340,11 @@ def test_max_concurrent_queues_the_rest_in_order(tmp_path: Path, store: SqliteSt
         assert eng.queued == 3
         await eng.wait_idle()
 
-    asyncio.run(scenario())
+    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        asyncio.run(scenario())
+    queued = [r for r in caplog.records if getattr(r, "cronplus_event", "") == "queued"]
+    assert len(queued) == 3
+    assert "waits for a free place (max_concurrent 1)" in queued[0].getMessage()
     lines = log.read_text().split("\n")[:-1]
     assert lines == [f"{what} {i}" for i in range(4) for what in ("start", "end")]
 
