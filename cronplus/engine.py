@@ -39,6 +39,11 @@ class Limiter:
     def queued(self) -> int:
         return sum(1 for waiter in self._waiters if not waiter.done())
 
+    @property
+    def full(self) -> bool:
+        """An ``acquire`` now would wait."""
+        return self.active >= self.limit or bool(self._waiters)
+
     async def acquire(self) -> None:
         if self.active < self.limit and not self._waiters:
             self.active += 1
@@ -355,6 +360,14 @@ class Engine:
     async def _attempt(self, run: SlotRun, attempt: int) -> RunResult:
         job = run.job
         slot = Slot(job=job.name, scheduled_at=run.slot)
+        if self._limiter.full:
+            self._log.info(
+                "queued",
+                f"job {job.name} waits for a free place (max_concurrent {self._limiter.limit})",
+                job=job.name,
+                run_id=slot.run_id,
+                queued=self._limiter.queued + 1,
+            )
         await self._limiter.acquire()
         try:
             started_at = self._clock.now()
