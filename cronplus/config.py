@@ -46,7 +46,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
-from cronplus import alertconfig
+from cronplus import accounts, alertconfig, limits, permissions, secrets
 from cronplus.model import (
     Catchup,
     ClusterSettings,
@@ -195,6 +195,26 @@ def _path(value: object, info: ValidationInfo) -> Path:
     return Path(folder, text)
 
 
+def _env_value(value: object, info: ValidationInfo) -> str:
+    """A string, or a secret from ``{from_env: NAME}`` or ``{from_file: PATH}``."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, dict):
+        raise PydanticCustomError("string_type", "expected a string")
+    env, folder = cast("tuple[Mapping[str, str], Path]", info.context)
+    try:
+        return secrets.from_source(value, env=env, folder=folder)
+    except ValueError as error:
+        raise PydanticCustomError("env", str(error)) from None
+
+
+def _env_file(value: object, info: ValidationInfo) -> secrets.EnvFile:
+    try:
+        return secrets.read_env_file(_path(value, info))
+    except ValueError as error:
+        raise PydanticCustomError("env_file", str(error)) from None
+
+
 def _dsn(value: object, info: ValidationInfo) -> str:
     """A connection string, or where to find one (``from_env``, ``from_file``) so that the
     password need not sit in the crontab. Messages never echo a DSN: it may hold one."""
@@ -323,6 +343,42 @@ Listen = Annotated[
 Positive = Annotated[timedelta, PlainValidator(_positive), WithJsonSchema({"anyOf": _AMOUNTS})]
 NotifierNames = list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]]
 EnvName = Annotated[str, Field(pattern=r"^[^=\x00]+$")]
+_SOURCE_SCHEMAS = [
+    {
+        "type": "object",
+        "properties": {key: {"type": "string", "minLength": 1}},
+        "required": [key],
+        "additionalProperties": False,
+    }
+    for key in secrets.SOURCES
+]
+EnvValue = Annotated[
+    str,
+    PlainValidator(_env_value),
+    WithJsonSchema({"anyOf": [{"type": "string"}, *_SOURCE_SCHEMAS]}),
+]
+EnvFile = Annotated[secrets.EnvFile, PlainValidator(_env_file), _TEXT]
+User = Annotated[
+    Any, _checked("user", lambda value: accounts.lookup_user(value, euid=os.geteuid())), _TEXT
+]
+Group = Annotated[Any, _checked("group", accounts.lookup_group), _TEXT]
+Size = Annotated[
+    int,
+    _checked("size", limits.parse_size),
+    WithJsonSchema(
+        {"anyOf": [{"type": "string", "pattern": limits.SIZE_PATTERN}, {"type": "integer"}]}
+    ),
+]
+CpuTime = Annotated[
+    int,
+    _checked("duration", lambda value: limits.parse_cpu_time(_duration(value).total_seconds())),
+    WithJsonSchema({"anyOf": _AMOUNTS}),
+]
+Percent = Annotated[
+    float,
+    _checked("percent", limits.parse_percent),
+    WithJsonSchema({"type": "string", "pattern": limits.PERCENT_PATTERN}),
+]
 ExitCode = Annotated[int, Field(ge=0, le=255)]
 Choice = Strict(False)  # enums arrive as strings; lax mode matches them by value, nothing else
 _STRICT = ConfigDict(strict=True, extra="forbid")
@@ -386,13 +442,29 @@ class SettingsFile(TypedDict, total=False):
 
 
 @with_config(_STRICT)
+class LimitsFile(TypedDict, total=False):
+    """Resource limits of each process of a job, or of its whole scope with ``cgroup``."""
+
+    memory: Annotated[Size, _doc("RLIMIT_DATA of each process, or MemoryMax= (512M, 2G)")]
+    cpu_time: Annotated[CpuTime, _doc("CPU time of each process: SIGXCPU, then SIGKILL")]
+    open_files: Annotated[int, Field(ge=1), _doc("RLIMIT_NOFILE of each process")]
+    processes: Annotated[int, Field(ge=1), _doc("RLIMIT_NPROC (the user's, all), or TasksMax=")]
+    cpu_quota: Annotated[Percent, _doc("CPUQuota= of the scope (50%, 200%); needs cgroup")]
+    cgroup: Annotated[bool, _doc("Run in a transient systemd scope (systemd-run --scope)", False)]
+
+
+@with_config(_STRICT)
 class JobFields(TypedDict, total=False):
     """Every job field except schedule and command: what ``defaults:`` may hold."""
 
     timezone: Annotated[Zone, _doc("IANA zone; default: defaults.timezone, else the host's")]
     shell: Annotated[Shell, _doc("Runs a command given as a string", "/bin/sh")]
     workdir: Annotated[FilePath, _doc("Working folder; relative to the crontab's folder", ".")]
-    env: Annotated[dict[EnvName, str] | None, _doc("Added to the daemon's environment", {})]
+    env: Annotated[
+        dict[EnvName, EnvValue] | None,
+        _doc("Added to the daemon's environment; {from_env: VAR} / {from_file: PATH}", {}),
+    ]
+    env_file: Annotated[EnvFile, _doc("NAME=VALUE lines, read at load; all of them secret")]
     timeout: Annotated[Limit, _doc("Per attempt; none for no limit", "none")]
     kill_grace: Annotated[Duration, _doc("On timeout: SIGTERM, then SIGKILL after", "10s")]
     retries: Annotated[int, Field(ge=0), _doc("Extra attempts after a failed one", 0)]
@@ -412,6 +484,9 @@ class JobFields(TypedDict, total=False):
     on_recovery: Annotated[NotifierNames, _doc("Notifiers for a success after a failure", [])]
     alert_if_no_success_for: Annotated[Limit, _doc("Dead-man alert period, once", "none")]
     ping_url: Annotated[Url, _doc("Healthchecks-style ping URL (a secret)")]
+    limits: Annotated[LimitsFile, _doc("Resource limits of each process (docs/running.md)")]
+    user: Annotated[User, _doc("Run as this user; the daemon must run as root")]
+    group: Annotated[Group, _doc("With user: this primary group instead of the user's own")]
 
 
 @with_config(_STRICT)
@@ -490,6 +565,8 @@ def _unknown_key(loc: Sequence[Any]) -> str:
     if tuple(loc[:2]) == ("settings", "cluster") and len(loc) > 2:
         owner = ClusterFile
     owner = _BLOCKS.get(tuple(loc[:2]), owner) if len(loc) > 2 else owner
+    if len(loc) == (3 if loc[0] == "defaults" else 4) and loc[-2] == "limits":
+        owner = LimitsFile
     key, allowed = str(loc[-1]), sorted(owner.__required_keys__ | owner.__optional_keys__)
     if owner is JobFields and key in ("schedule", "command"):
         return f"unknown key {key!r}: defaults hold every job field except schedule and command"
@@ -564,6 +641,30 @@ def _check_alerts(values: Values) -> None:
         values.issue((key_mark if finding.at_key else mark) or mark, finding.loc, finding.message)
 
 
+def _check_containment(values: Values, env: Mapping[str, str]) -> None:
+    """Rules between ``limits``, ``user``, ``group`` and the host (``limits.cross_problems``);
+    a problem in ``defaults`` is reported once, not once per job."""
+    root = values.root if isinstance(values.root, dict) else {}
+    defaults, jobs = root.get("defaults"), root.get("jobs")
+    defaults = defaults if isinstance(defaults, dict) else {}
+    found: dict[tuple[tuple[str, ...], str], None] = {}
+    for name, raw in jobs.items() if isinstance(jobs, dict) else ():
+        job = raw if isinstance(raw, dict) else {}
+        for problem in limits.cross_problems(name, defaults, job, euid=os.geteuid(), env=env):
+            found[problem] = None
+    for loc, message in found:
+        values.issue(values.place(loc)[0], loc, message)
+
+
+def _hide_secrets(values: Values) -> list[ConfigIssue]:
+    """The issues, with the values of secret-looking ``env`` names as ``***``."""
+    hidden = {
+        ".".join(loc): [str(value), values.place(loc)[2] or ""]
+        for loc, value in secrets.env_places(values.root)
+    }
+    return secrets.hide_in_issues(values.issues, hidden)
+
+
 def _has(root: dict[str, Any], loc: tuple[str, ...]) -> bool:
     container: Any = root
     for step in loc:
@@ -612,7 +713,11 @@ def _crontab(file: CrontabFile, path: Path, folder: Path, env: Mapping[str, str]
 def _job(name: str, job: dict[str, Any], defaults: dict[str, Any], folder: Path) -> Job:
     """The job's own value wins over ``defaults:``; ``env`` maps merge, the job's keys win."""
     fields = {"workdir": folder, **defaults, **job}
-    fields["env"] = {**(defaults.get("env") or {}), **(job.get("env") or {})}
+    env_file: secrets.EnvFile | None = fields.get("env_file")
+    fields["env"] = secrets.job_env(env_file, defaults.get("env"), job.get("env"))
+    fields["env_file"] = env_file.path if env_file else None
+    fields["limits"] = limits.merged(defaults.get("limits"), job.get("limits"))
+    fields["user"], fields["group"] = accounts.job_user(fields.get("user"), fields.get("group"))
     retry = RetryPolicy(**{_RETRY[key]: fields.pop(key) for key in _RETRY if key in fields})
     if "success_codes" in fields:
         fields["success_codes"] = frozenset(fields["success_codes"])
@@ -627,6 +732,8 @@ def _job(name: str, job: dict[str, Any], defaults: dict[str, Any], folder: Path)
 
 def load(path: Path, *, env: Mapping[str, str] | None = None) -> Crontab:
     """Read and check the crontab at ``path``; ``env`` defaults to the process environment."""
+    if (why := permissions.refusal(path, euid=os.geteuid())) is not None:
+        raise ConfigError([ConfigIssue(str(path), 1, 1, "", f"refusing to load as root: {why}")])
     try:
         data = path.read_bytes()
     except OSError as error:
@@ -650,8 +757,9 @@ def loads(text: str | bytes, *, path: Path, env: Mapping[str, str]) -> Crontab:
             _check_schedules(values, env)
             _check_run_on(values)
             _check_alerts(values)
+            _check_containment(values, env)
         if values.issues or checked is None:
-            raise ConfigError(values.issues)
+            raise ConfigError(_hide_secrets(values))
         return _crontab(checked, path, folder, env)
 
 

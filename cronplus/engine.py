@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from cronplus import plan
+from cronplus import plan, secrets
 from cronplus.clock import Clock
 from cronplus.events import NO_EVENTS, EngineEvents
 from cronplus.logs import EventLog
@@ -404,6 +404,8 @@ class Engine:
         outcome, reason = process.outcome, process.reason
         if run.stop_as is not None and not outcome.ok:
             outcome, reason = run.stop_as, run.stop_reason
+        # Everything shown later (logs, history, alerts) comes from this record.
+        hide = secrets.redactor(self._base_env, run.job.env)
         return RunResult(
             job=run.job.name,
             scheduled_at=run.slot,
@@ -414,8 +416,8 @@ class Engine:
             exit_code=process.exit_code,
             signal=process.signal,
             duration_s=round(process.duration_s, 6),
-            stderr_tail=process.stderr_tail,
-            reason=reason,
+            stderr_tail=hide(process.stderr_tail),
+            reason=hide(reason),
         )
 
     # --- stopping ------------------------------------------------------------------

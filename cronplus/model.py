@@ -35,7 +35,8 @@ class Outcome(StrEnum):
     TIMED_OUT = "timed_out"
     """The attempt ran past ``timeout``; its process group was terminated."""
     KILLED = "killed"
-    """The process was ended by a signal that cronplus did not send for a timeout."""
+    """The process was ended by a signal that cronplus did not send for a timeout, or it
+    hit one of its ``limits`` (the reason starts with the limit's name: ``memory: ...``)."""
     SKIPPED_OVERLAP = "skipped_overlap"
     """The slot came while the job's previous run was alive and ``overlap`` is ``forbid``."""
     MISSED = "missed"
@@ -91,6 +92,41 @@ class RetryPolicy:
     delay: timedelta = timedelta(seconds=30)
     backoff: float = 2.0
     max_delay: timedelta = timedelta(minutes=10)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    """A job's ``limits:``; None is no limit. What each means: docs/running.md."""
+
+    memory: int | None = None
+    """Bytes: RLIMIT_DATA of each process, or the scope's ``MemoryMax=`` with ``cgroup``."""
+    cpu_time: int | None = None
+    """Whole CPU seconds of each process (RLIMIT_CPU): SIGXCPU, then SIGKILL a second later."""
+    open_files: int | None = None
+    """RLIMIT_NOFILE of each process."""
+    processes: int | None = None
+    """RLIMIT_NPROC: counts every process of the job's *user*; ``TasksMax=`` with ``cgroup``."""
+    cpu_quota: float | None = None
+    """Percent of one CPU for the whole scope (``CPUQuota=``); only with ``cgroup``."""
+    cgroup: bool = False
+    """Run the job in a transient systemd scope, so memory and tasks count the whole tree."""
+
+    @property
+    def any(self) -> bool:
+        return self != Limits()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Account:
+    """The user a job runs as (``user:``, ``group:``), resolved when the crontab is loaded."""
+
+    name: str
+    uid: int
+    gid: int
+    """The primary group: ``group:``'s if given, else the user's own."""
+    groups: tuple[int, ...]
+    """Supplementary groups: the user's own (``os.getgrouplist``), never the daemon's."""
+    home: str
 
 
 # --- alerts, pings and metrics (docs/observability.md) -------------------------------
@@ -198,6 +234,9 @@ class Job:
     shell: str = "/bin/sh"
     workdir: Path = Path(".")
     env: Mapping[str, str] = field(default_factory=dict)
+    """Values that are secrets are ``secrets.Secret`` strings (``***`` in a repr)."""
+    env_file: Path | None = None
+    """Where some of ``env`` was read from when the crontab was loaded (all of it secret)."""
     timeout: timedelta | None = None
     kill_grace: timedelta = timedelta(seconds=10)
     retry: RetryPolicy = RetryPolicy()
@@ -207,6 +246,11 @@ class Job:
     catchup_window: timedelta | None = None
     jitter: timedelta = timedelta(0)
     enabled: bool = True
+    limits: Limits = Limits()
+    user: Account | None = None
+    """Run as this user (the daemon must be root); None: as the daemon's own user."""
+    group: str | None = None
+    """The ``group:`` as written; ``user.gid`` already is its id."""
     run_on: frozenset[str] = frozenset()
     """Cluster tags: only nodes with one of them claim the job's slots (empty: any node)."""
     on_failure: tuple[str, ...] = ()

@@ -22,11 +22,12 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 
-from cronplus.model import Job, Outcome, Slot, iso_utc
+from cronplus import accounts, limit_exec, limits
+from cronplus.model import Account, Job, Limits, Outcome, Slot, iso_utc
 
 DEFAULT_OUTPUT_LIMIT = 64 * 1024
 """Bytes kept at the head and at the tail of each stream, by default."""
@@ -40,6 +41,8 @@ CONTROL_PREFIXES = ("WATCHDOG_", "LISTEN_")
 
 _READ_SIZE = 64 * 1024  # a Linux pipe holds 64 KiB, so one read empties it
 _GROUP_POLL = 0.05  # seconds between "is the stopped group empty yet?" checks
+_STATUS_LIMIT = 64  # bytes of the limits wrapper's status: "exec 2" and the like
+NO_LIMITS = Limits()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,6 +58,9 @@ class Command:
     """Seconds between SIGTERM and SIGKILL when the attempt is stopped."""
     success_codes: frozenset[int]
     output_limit: int = DEFAULT_OUTPUT_LIMIT
+    limits: Limits = NO_LIMITS
+    account: Account | None = None
+    """Run as this user (the daemon must be root)."""
 
     def __post_init__(self) -> None:
         checks = (
@@ -85,6 +91,8 @@ class ProcessResult:
     """Head + ``b"\\n[... N bytes dropped ...]\\n"`` + tail when the output was cut."""
     stderr: bytes
     reason: str = ""
+    limit: str = ""
+    """The limit the attempt hit (``memory``, ``cpu_time``, ...), if it hit one."""
 
     @property
     def stderr_tail(self) -> str:
@@ -124,7 +132,8 @@ def is_control_variable(name: str) -> bool:
 def job_environment(base: Mapping[str, str], job: Job, slot: Slot, attempt: int) -> dict[str, str]:
     """The daemon's environment minus its control variables, plus the job's, plus ours.
 
-    A job's own ``env`` may set anything, even a control variable, but not the
+    A job with ``user:`` gets that user's ``HOME``, ``USER`` and ``LOGNAME`` before its own
+    ``env``. A job's own ``env`` may set anything, even a control variable, but not the
     ``CRONPLUS_*`` variables: those are always cronplus's.
     """
     if attempt < 1:
@@ -132,6 +141,8 @@ def job_environment(base: Mapping[str, str], job: Job, slot: Slot, attempt: int)
             f"job_environment for job {job.name!r}: attempt must be >= 1, got {attempt}"
         )
     env = {name: value for name, value in base.items() if not is_control_variable(name)}
+    if job.user is not None:
+        env.update(accounts.environment(job.user))
     env.update(job.env)
     env["CRONPLUS_JOB"] = job.name
     env["CRONPLUS_SCHEDULED_AT"] = iso_utc(slot.scheduled_at)
@@ -149,6 +160,8 @@ def command_for(job: Job, slot: Slot, attempt: int, base_env: Mapping[str, str])
         timeout=None if job.timeout is None else job.timeout.total_seconds(),
         kill_grace=job.kill_grace.total_seconds(),
         success_codes=job.success_codes,
+        limits=job.limits,
+        account=job.user,
     )
 
 
@@ -242,37 +255,51 @@ _watch_exit: ExitWatcher = watch_exit_pidfd if hasattr(os, "pidfd_open") else wa
 # --- starting --------------------------------------------------------------------------
 
 
-def _spawn(command: Command, workdir: str) -> tuple[subprocess.Popen[bytes], int, int]:
-    """Start the child on two fresh pipes; return it and our (read) ends."""
-    out_read, out_write = os.pipe()
+def _spawn(command: Command, workdir: str) -> tuple[subprocess.Popen[bytes], tuple[int, ...]]:
+    """Start the child on fresh pipes; return it and our (read) ends: stdout, stderr and,
+    for a job started through the limits wrapper (``limit_exec.py``), its status."""
+    wrapped = limits.needs_wrapper(command.limits, command.account)
+    pipes: list[tuple[int, int]] = []
     try:
-        err_read, err_write = os.pipe()
+        for _ in range(3 if wrapped else 2):
+            pipes.append(os.pipe())
     except OSError:
-        for fd in (out_read, out_write):
+        for fd in (fd for pipe in pipes for fd in pipe):
             os.close(fd)
         raise
+    reads, writes = [read for read, _ in pipes], [write for _, write in pipes]
+    argv, identity = limits.launch(
+        command.argv,
+        limits=command.limits,
+        account=command.account,
+        env=command.env,
+        euid=os.geteuid(),
+        status_fd=writes[2] if wrapped else None,
+    )
     try:
         popen = subprocess.Popen(
-            command.argv,
+            argv,
             stdin=subprocess.DEVNULL,
-            stdout=out_write,
-            stderr=err_write,
+            stdout=writes[0],
+            stderr=writes[1],
             cwd=workdir,
             env=command.env,
             start_new_session=True,
             # Keeps the daemon's own descriptors (the state lock, the notify socket) out of
             # jobs, even one a library opened without O_CLOEXEC.
             close_fds=True,
+            pass_fds=writes[2:],
+            **identity,
         )
     except BaseException:
-        os.close(out_read)
-        os.close(err_read)
+        for fd in reads:
+            os.close(fd)
         raise
     finally:
         # The child has its copies; ours must go or we would never see end-of-file.
-        os.close(out_write)
-        os.close(err_write)
-    return popen, out_read, err_read
+        for fd in writes:
+            os.close(fd)
+    return popen, tuple(reads)
 
 
 def spawn_failure_reason(error: OSError, program: str, workdir: str) -> str:
@@ -337,6 +364,7 @@ class RunningProcess:
         self._popen: subprocess.Popen[bytes] | None = None
         self._stdout = _Capture(command.output_limit)
         self._stderr = _Capture(command.output_limit)
+        self._status = _Capture(_STATUS_LIMIT)  # the limits wrapper's word on its exec
         self._open: dict[int, _Capture] = {}
         self._drain_grace = 0.0
         self._exited_at: float | None = None
@@ -365,11 +393,11 @@ class RunningProcess:
 
     # --- life cycle (called by Runner.start and by the loop) -------------------------
 
-    def _attach(self, popen: subprocess.Popen[bytes], fds: tuple[int, int], grace: float) -> None:
+    def _attach(self, popen: subprocess.Popen[bytes], fds: tuple[int, ...], grace: float) -> None:
         self._popen = popen
         self.pid = popen.pid
         self._drain_grace = grace
-        self._open = {fds[0]: self._stdout, fds[1]: self._stderr}
+        self._open = dict(zip(fds, (self._stdout, self._stderr, self._status), strict=False))
         # The rest waits for the next loop turn, so a burst of starts spawns sooner and
         # forks with a smaller descriptor table (no pidfds yet; bench/bench_spawn.py).
         self._loop.call_soon(self._watch)
@@ -476,13 +504,16 @@ class RunningProcess:
             self._cancel("poll")
             self._timers["poll"] = self._loop.call_later(_GROUP_POLL, self._settle)
             return
-        self._finish(self._result())
+        result = self._result()
+        if result.limit:
+            self._signal_group(signal.SIGKILL)  # what is left of a job that hit a limit goes too
+        self._finish(result)
 
     def _result(self) -> ProcessResult:
         assert self._popen is not None and self._exited_at is not None
         code = self._popen.returncode
         outcome, reason = _judge(code, self._stop, self.command)
-        return ProcessResult(
+        result = ProcessResult(
             outcome=outcome,
             exit_code=code if code >= 0 else None,
             signal=-code if code < 0 else None,
@@ -492,6 +523,24 @@ class RunningProcess:
             stderr=self._stderr.value(),
             reason=reason,
         )
+        return self._contained(result)
+
+    def _contained(self, result: ProcessResult) -> ProcessResult:
+        """The result as the limits wrapper and the limits tell it: a program the wrapper
+        could not exec is a spawn failure; an attempt that hit a limit is ``killed`` for it."""
+        command = self.command
+        if not command.limits.any and command.account is None:
+            return result
+        failed = _wrapper_failure(self._status.value(), command)
+        if failed is not None:
+            return replace(result, outcome=Outcome.FAILED, exit_code=None, reason=failed)
+        if self._stop is not _Stop.NONE or result.outcome.ok:
+            return result
+        tail = result.stderr_tail
+        hit = limits.verdict(command.limits, signal_number=result.signal, stderr_tail=tail)
+        if hit is None:
+            return result
+        return replace(result, outcome=Outcome.KILLED, limit=hit[0], reason=hit[1])
 
     def _finish(self, result: ProcessResult) -> None:
         for name in list(self._timers):
@@ -503,6 +552,19 @@ class RunningProcess:
         handle = self._timers.pop(timer, None)
         if handle is not None:
             handle.cancel()
+
+
+def _wrapper_failure(status: bytes, command: Command) -> str | None:
+    """Why the limits wrapper could not start the job's program, in ``Runner.start``'s words."""
+    found = limit_exec.read_failure(status)
+    if found is None:
+        return None
+    stage, number = found
+    program, workdir = command.argv[0], os.fspath(command.workdir)
+    if stage == "exec":
+        error = OSError(number, os.strerror(number), program)
+        return spawn_failure_reason(error, program, workdir)
+    return f"cannot start {program}: {stage} failed: {os.strerror(number)}"
 
 
 def _judge(code: int, stop: _Stop, command: Command) -> tuple[Outcome, str]:
@@ -535,7 +597,7 @@ class Runner:
         process = RunningProcess(loop=loop, command=command, on_done=self._forget)
         workdir = os.fspath(command.workdir)
         try:
-            popen, out_fd, err_fd = _spawn(command, workdir)
+            popen, fds = _spawn(command, workdir)
         except OSError as error:
             process._fail(spawn_failure_reason(error, command.argv[0], workdir))
             return process
@@ -544,7 +606,7 @@ class Runner:
             process._fail(f"cannot start {command.argv[0]}: {error}")
             return process
         self._alive[process] = None
-        process._attach(popen, (out_fd, err_fd), self._drain_grace)
+        process._attach(popen, fds, self._drain_grace)
         return process
 
     def running(self) -> list[RunningProcess]:

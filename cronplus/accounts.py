@@ -1,0 +1,98 @@
+"""The users jobs run as: finding them in the user database, and what a switch sets.
+
+Only a daemon running as root may run a job as another user (``user:``, ``group:``). The
+user database is read when the crontab is loaded (``validate``, start, reload), never in
+the daemon's loop, where a slow NSS source (LDAP) would stall every job: a change to a
+user's groups counts from the next reload.
+
+The child switches with ``subprocess.Popen(user=, group=, extra_groups=)``, or, when the job
+also has limits, in the exec wrapper (``limit_exec.py``) after they are set.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+from dataclasses import replace
+from typing import Any, NamedTuple
+
+from cronplus.model import Account
+
+ROOT_UID = 0
+
+
+class Group(NamedTuple):
+    """A ``group:`` as the group database knows it."""
+
+    name: str
+    gid: int
+
+
+def lookup_user(name: object, *, euid: int) -> Account:
+    """The account named ``name`` with its own primary group; a ``ValueError`` says why not."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"expected a user name, got {_describe(name)}")
+    if euid != ROOT_UID:
+        raise ValueError(
+            f"running as user {name!r} needs the daemon to run as root, and it runs as"
+            f" uid {euid}; remove user:, or run cronplus as root"
+        )
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise ValueError(
+            f"unknown user {name!r}: not in the user database (getent passwd)"
+        ) from None
+    return Account(
+        name=entry.pw_name,
+        uid=entry.pw_uid,
+        gid=entry.pw_gid,
+        groups=tuple(os.getgrouplist(entry.pw_name, entry.pw_gid)),
+        home=entry.pw_dir,
+    )
+
+
+def lookup_group(name: object) -> Group:
+    """The group named ``name``; a ``ValueError`` says why not."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"expected a group name, got {_describe(name)}")
+    try:
+        return Group(name, grp.getgrnam(name).gr_gid)
+    except KeyError:
+        raise ValueError(
+            f"unknown group {name!r}: not in the group database (getent group)"
+        ) from None
+
+
+def job_user(user: Account | None, group: Group | None) -> tuple[Account | None, str | None]:
+    """A job's ``user`` and ``group`` fields: ``group:`` becomes the primary group; the
+    supplementary groups stay the user's own. (``group:`` without ``user:`` is refused by
+    ``limits.cross_problems`` before this.)"""
+    if user is None or group is None:
+        return user, None
+    return replace(user, gid=group.gid), group.name
+
+
+def _describe(value: object) -> str:
+    from cronplus.yamlsource import describe  # only on this error path: it imports PyYAML
+
+    return "an empty string" if isinstance(value, str) else describe(value)
+
+
+def environment(account: Account) -> dict[str, str]:
+    """What a login sets for the user, and cron too: ``HOME``, ``USER``, ``LOGNAME``."""
+    return {"HOME": account.home, "USER": account.name, "LOGNAME": account.name}
+
+
+def popen_identity(account: Account | None) -> dict[str, Any]:
+    """``Popen``'s keywords for the switch: ``extra_groups`` always, so the child never keeps
+    the daemon's (root's) supplementary groups."""
+    if account is None:
+        return {}
+    return {"user": account.uid, "group": account.gid, "extra_groups": list(account.groups)}
+
+
+def wrapper_identity(account: Account) -> str:
+    """The switch as ``limit_exec.py`` takes it: ``UID:GID:G1,G2,...`` (numbers only)."""
+    return f"{account.uid}:{account.gid}:{','.join(str(gid) for gid in account.groups)}"
