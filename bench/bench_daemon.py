@@ -24,7 +24,8 @@ stderr line by line, noting when each line arrived.
 - **burst lateness**: N jobs (gen.py's zones) all due at one instant, a whole second
   ``--burst-lead`` seconds after the crontab is written, written as a 6-field schedule in
   each job's own zone; ``max_concurrent: N``. Lateness of the first, median, p99 and last
-  start; ``--repeats`` daemons per size, alternating.
+  start, and the daemon's CPU (schedstat) for the burst; ``--repeats`` daemons per size,
+  alternating.
 
 Percentiles are nearest-rank. Prints markdown tables; writes nothing into the repository
 unless ``--write-results``, which updates the ``## daemon`` section of bench/RESULTS.md.
@@ -33,6 +34,7 @@ unless ``--write-results``, which updates the ``## daemon`` section of bench/RES
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -42,10 +44,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import ClassVar
 from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -78,7 +81,7 @@ SETTLE = 1.0
 """Seconds between the last ``started`` and the idle window, for startup's tail to pass."""
 BURST_TIMEOUT = 60.0
 """Seconds after the burst instant by which every job must have started and succeeded."""
-MACROS = {
+MACROS = {  # spelled out, so that their month field can be moved
     "@yearly": "0 0 1 1 *",
     "@annually": "0 0 1 1 *",
     "@monthly": "0 0 1 * *",
@@ -106,6 +109,9 @@ TARGETS = {
 class DaemonRun:
     """A real ``cronplus daemon``; a thread reads its JSON log lines as they come."""
 
+    alive: ClassVar[set[DaemonRun]] = set()
+    """Started and not yet stopped: killed on the way out if the benchmark fails."""
+
     def __init__(self, folder: Path, crontab: Path) -> None:
         self.began = time.perf_counter()
         self.proc = subprocess.Popen(
@@ -122,6 +128,7 @@ class DaemonRun:
         self._news = threading.Condition()
         self._reader = threading.Thread(target=self._read, name="daemon-stderr", daemon=True)
         self._reader.start()
+        self.alive.add(self)
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
@@ -157,13 +164,34 @@ class DaemonRun:
             tail = self.events[-lines:]
         return "\n".join(json.dumps(event) for _, event in tail)
 
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self._forget()
+
+    def _forget(self) -> None:
+        self._reader.join(STOP_TIMEOUT)  # it has read to the end: the daemon is gone
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
+        self.alive.discard(self)
+
     def stop(self) -> None:
         """SIGTERM, then insist on exit code 0."""
         self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(STOP_TIMEOUT)
-        self._reader.join(STOP_TIMEOUT)
+        self._forget()
         if code != 0:
             raise SystemExit(f"daemon {self.proc.pid} exited {code} on SIGTERM:\n{self.log_tail()}")
+
+
+@contextlib.contextmanager
+def no_daemon_left() -> Iterator[None]:
+    """Kill every daemon still running when the block ends: a failed run leaves none."""
+    try:
+        yield
+    finally:
+        for daemon in list(DaemonRun.alive):
+            daemon.kill()
 
 
 # --- /proc -----------------------------------------------------------------------------
@@ -249,8 +277,11 @@ class Idle:
         return self.after.switches - self.before.switches
 
 
-def idle_daemons(root: Path, sizes: list[int], *, repeats: int, seconds: float) -> dict[int, Idle]:
-    startups: dict[int, list[float]] = {n: [] for n in sizes}
+def startups(
+    root: Path, sizes: list[int], *, repeats: int
+) -> tuple[dict[int, list[float]], dict[int, DaemonRun]]:
+    """Each size's startup times, alternating; the last repeat's daemons are kept running."""
+    times: dict[int, list[float]] = {n: [] for n in sizes}
     kept: dict[int, DaemonRun] = {}
     schedule = moved_to_month(idle_month(datetime.now(UTC)))
     for repeat in range(repeats):
@@ -259,11 +290,16 @@ def idle_daemons(root: Path, sizes: list[int], *, repeats: int, seconds: float) 
             crontab = folder / "crontab.yaml"
             crontab.write_text(rewritten(crontab_text(n), schedule=schedule, argv=("true",)))
             daemon = DaemonRun(folder, crontab)
-            startups[n].append(daemon.wait_for("started", timeout=STARTUP_TIMEOUT) - daemon.began)
+            times[n].append(daemon.wait_for("started", timeout=STARTUP_TIMEOUT) - daemon.began)
             if repeat < repeats - 1:
                 daemon.stop()
             else:
                 kept[n] = daemon
+    return times, kept
+
+
+def idle_daemons(root: Path, sizes: list[int], *, repeats: int, seconds: float) -> dict[int, Idle]:
+    times, kept = startups(root, sizes, repeats=repeats)
     time.sleep(SETTLE)
     before = {n: usage(daemon.proc.pid) for n, daemon in kept.items()}
     began = time.perf_counter()
@@ -273,8 +309,7 @@ def idle_daemons(root: Path, sizes: list[int], *, repeats: int, seconds: float) 
     for daemon in kept.values():
         daemon.stop()
     return {
-        n: Idle(startups=startups[n], window=window, before=before[n], after=after[n])
-        for n in sizes
+        n: Idle(startups=times[n], window=window, before=before[n], after=after[n]) for n in sizes
     }
 
 
@@ -462,14 +497,13 @@ def main() -> None:
     loadavg = load_average()
     stamp = build_stamp(args.build_dir)
     raise_fd_limit(max([*args.burst_sizes, 1]))  # the daemons inherit it
-    with tempfile.TemporaryDirectory(prefix="bench-daemon-") as tmp:
-        root = Path(tmp)
-        idle = idle_daemons(root, args.sizes, repeats=args.repeats, seconds=args.idle_seconds)
-        late = every_second(root, stamp, seconds=args.lateness_seconds)
-        bursts: dict[int, list[Burst]] = {n: [] for n in args.burst_sizes}
+    bursts: dict[int, list[Burst]] = {n: [] for n in args.burst_sizes}
+    with tempfile.TemporaryDirectory(prefix="bench-daemon-") as tmp, no_daemon_left():
+        idle = idle_daemons(Path(tmp), args.sizes, repeats=args.repeats, seconds=args.idle_seconds)
+        late = every_second(Path(tmp), stamp, seconds=args.lateness_seconds)
         for _ in range(args.repeats):
             for n in args.burst_sizes:
-                bursts[n].append(burst(root, stamp, n, lead=args.burst_lead))
+                bursts[n].append(burst(Path(tmp), stamp, n, lead=args.burst_lead))
     text = report(idle, late, bursts, args)
     command = (
         f"python bench/bench_daemon.py --sizes {','.join(map(str, args.sizes))} "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
-from bench_daemon import idle_month, moved_to_month
+from bench_daemon import DaemonRun, idle_month, moved_to_month, no_daemon_left
 from bench_runonce import bench_env, build_stamp, percentile, read_stamps, rewritten, update_results
 from gen import EXPRESSIONS, ZONES, crontab_text
 
@@ -106,6 +107,22 @@ def test_the_daemon_bench_measures_and_writes_only_its_section(tmp_path: Path) -
     assert written.startswith("# Benchmark results\n\n## run-once burst\n\nkept as it is\n")
     assert "\n## daemon\n\n<!-- bench_daemon.py: begin -->\n- date: " in written
     assert tables(written.split("## daemon", 1)[1]) == [idle, every_second, burst, targets]
+
+
+def test_a_daemon_still_running_when_the_bench_fails_is_killed(tmp_path: Path) -> None:
+    crontab = tmp_path / "crontab.yaml"
+    idle = moved_to_month(idle_month(datetime.now(UTC)))
+    crontab.write_text(rewritten(crontab_text(3), schedule=idle, argv=("true",)))
+    daemon = DaemonRun(tmp_path, crontab)
+    try:
+        with pytest.raises(SystemExit, match="a failure"), no_daemon_left():
+            daemon.wait_for("started", timeout=60)
+            raise SystemExit("a failure")
+        assert daemon.proc.returncode == -signal.SIGKILL
+        assert daemon not in DaemonRun.alive
+    finally:
+        if daemon.proc.poll() is None:  # the test failed: do not leave it running either
+            daemon.kill()
 
 
 def test_stamp_writes_the_job_its_slot_and_the_realtime_of_its_start(tmp_path: Path) -> None:
