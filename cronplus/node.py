@@ -91,15 +91,21 @@ class Node:
         self._refusal: str | None = None
         self._outbox: list[Write] = []
         self._pending = asyncio.Event()
+        self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._hashed: tuple[int, str] = (0, "")
+        self._hashed: tuple[Crontab | None, str] = (None, "")
         self.store = NodeStore(self, ledger, outcomes)
 
     @property
+    def crontab(self) -> Crontab:
+        """The crontab as it is now: the engine's, which a reload replaces."""
+        return self._engine.crontab if self._engine else self._crontab
+
+    @property
     def settings(self) -> ClusterSettings:
-        crontab = self._engine.crontab if self._engine else self._crontab
-        assert crontab.settings.cluster is not None
-        return crontab.settings.cluster
+        cluster = self.crontab.settings.cluster
+        assert cluster is not None  # a reload cannot drop it: that needs a restart
+        return cluster
 
     @property
     def name(self) -> str:
@@ -131,12 +137,13 @@ class Node:
 
     async def stop(self, grace: timedelta) -> None:
         """Stop heartbeating, write what is queued (within ``grace``), leave the cluster."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        beating, flushing = self._tasks
+        beating.cancel()
+        self._closing = True
+        self._pending.set()  # the writer drains the queue and returns: never cut off mid-batch
         try:
             async with asyncio.timeout(max(grace.total_seconds(), 1.0)):
-                await self._flush()
+                await asyncio.gather(beating, flushing, return_exceptions=True)
                 await self._db.leave()
         except TimeoutError:
             self._log.error(
@@ -159,14 +166,18 @@ class Node:
         if delay:
             await self._clock.sleep_until(slot + delay, max_seconds=delay.total_seconds())
         token = uuid4()
-        answer = await self._db.claim(
-            job=job.name,
-            slot=slot,
-            token=token,
-            lease=self.settings.lease,
-            forbid=job.overlap is Overlap.FORBID,
-            replace=job.overlap is Overlap.REPLACE,
-        )
+        try:
+            answer = await self._db.claim(
+                job=job.name,
+                slot=slot,
+                token=token,
+                lease=self.settings.lease,
+                forbid=job.overlap is Overlap.FORBID,
+                replace=job.overlap is Overlap.REPLACE,
+            )
+        except StateError as error:  # not an outage (those are waited out): a bug or bad data
+            self._log.error("claim_failed", f"job {job.name}: claiming {iso_utc(slot)}: {error}")
+            return None
         if answer is None:
             return None
         if answer.status is ClaimStatus.SKIPPED:
@@ -232,13 +243,19 @@ class Node:
             interval = heartbeat_interval(self.settings.lease)
             wake = self._clock.now() + interval
             await self._clock.sleep_until(wake, max_seconds=interval.total_seconds())
-            await self._beat()
-            await self._renew()
-            if not self.refused and self._settled():
-                await self._take_over()
+            try:
+                await self._beat_once(prune=beats % 100 == 99)
+            except StateError as error:  # not an outage (those are waited out): say, go on
+                self._log.error("heartbeat_failed", f"node {self.name}: heartbeat failed: {error}")
             beats += 1
-            if beats % 100 == 0:
-                await self._db.prune(keep=CLAIMS_KEEP)
+
+    async def _beat_once(self, *, prune: bool) -> None:
+        await self._beat()
+        await self._renew()
+        if not self.refused and self._settled():
+            await self._take_over()
+        if prune:
+            await self._db.prune(keep=CLAIMS_KEEP)
 
     async def _beat(self, *, joining: bool = False) -> None:
         mine = self._definitions()
@@ -247,7 +264,7 @@ class Node:
             lease=self.settings.lease,
             definitions=mine,
             running=len(self._held),
-            capacity=self._crontab.settings.max_concurrent,
+            capacity=self.crontab.settings.max_concurrent,
             joining=joining,
         )
         self._live = tuple(
@@ -257,9 +274,9 @@ class Node:
         self._judge(beat, mine)
 
     def _definitions(self) -> str:
-        crontab = self._engine.crontab if self._engine else self._crontab
-        if self._hashed[0] != id(crontab):
-            self._hashed = (id(crontab), definitions_hash(crontab.jobs))
+        crontab = self.crontab
+        if self._hashed[0] is not crontab:
+            self._hashed = (crontab, definitions_hash(crontab.jobs))
         return self._hashed[1]
 
     def _judge(self, beat: Beat, mine: str) -> None:
@@ -345,10 +362,10 @@ class Node:
         self._pending.set()
 
     def _keep(self) -> int:
-        return self._crontab.settings.history_keep
+        return self.crontab.settings.history_keep
 
     async def _flush_forever(self) -> None:
-        while True:
+        while not self._closing:
             await self._pending.wait()
             self._pending.clear()
             await self._flush()

@@ -1,8 +1,8 @@
 """Three real ``cronplus daemon`` nodes against one PostgreSQL database.
 
 Every job appends ``$CRONPLUS_RUN_ID $NODE`` to one file when it starts, so the file is the
-truth about what ran where. Windows are seconds long (the 60 s run of issue 6 is
-``bench/bench_cluster.py --exact-once``); slots are every 1-2 s.
+truth about what ran where. Windows are seconds long (issue 6's 60 s run is in
+``bench/bench_cluster.py``); slots are every 1-2 s.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from conftest import Cronplus, Daemon, clean_env, postgres_missing
 
-WINDOW_S = 12.0
+WINDOW_S = 10.0
 """How long the exact-once run lasts once every node is live."""
 
 
@@ -157,6 +157,8 @@ def test_three_nodes_run_every_slot_exactly_once_and_share_it_fairly(cluster: Cl
     cluster.start()
     begin = now() + timedelta(seconds=2)  # every node has beaten by then
     end = begin + timedelta(seconds=WINDOW_S)
+    sleep_until(begin + timedelta(seconds=WINDOW_S / 2))
+    status = cluster.nodes["c"].json("cluster", "status")
     sleep_until(end + timedelta(seconds=1.5))
     cluster.stop()
 
@@ -165,23 +167,14 @@ def test_three_nodes_run_every_slot_exactly_once_and_share_it_fairly(cluster: Cl
     assert twice == [], f"slots started twice: {twice[:5]}"
     window = [(job, slot, node) for job, slot, node in starts if begin <= slot < end]
     expected = {(f"job-{n:02}", slot) for n in range(50) for slot in every(begin, end, 2)}
-    assert {(job, slot) for job, slot, _ in window} == expected, "a slot was lost"
+    ran = {(job, slot) for job, slot, _ in window}
+    assert ran == expected, f"lost, claims: {cluster.claims(expected - ran)}"
     shares = Counter(node for _, _, node in window)
     assert set(shares) == {"a", "b", "c"}
     assert max(shares.values()) <= 1.5 * len(window) / 3, shares
-
-
-def test_history_and_status_show_the_whole_cluster_on_any_node(cluster: Cluster) -> None:
-    cluster.write(jobs=6, schedule="* * * * * *", command=START)
-    cluster.migrate()
-    cluster.start()
-    time.sleep(3)
-    status = cluster.nodes["c"].json("cluster", "status")
-    cluster.stop()
-
-    history = cluster.nodes["b"].json("history", "-n", "1000")
-    assert isinstance(history, list) and isinstance(status, dict)
-    assert len(history) == len(cluster.starts())
+    history = cluster.nodes["b"].json("history", "-n", "5000")  # any node sees every run
+    assert isinstance(history, list) and len(history) == len(starts)
+    assert isinstance(status, dict)
     assert {(n["node"], n["state"], n["agrees"]) for n in status["nodes"]} == {
         ("a", "live", True),
         ("b", "live", True),
@@ -204,7 +197,7 @@ def test_a_killed_nodes_slots_are_taken_over_after_its_lease_and_none_is_lost(
     a.wait_for(lambda: any(node == "a" and slot >= begin for _, slot, node in cluster.starts()))
     killed = now()
     a.kill()
-    end = killed + timedelta(seconds=8)
+    end = killed + timedelta(seconds=6)
     sleep_until(end + timedelta(seconds=1.5))
     cluster.stop()
 
@@ -347,7 +340,7 @@ def test_nodes_reconnect_after_a_database_restart_and_nothing_runs_twice(
         restarted = now()
         for daemon in cluster.daemons.values():
             daemon.wait_event("db_reconnected", timeout=20)
-        end = restarted + timedelta(seconds=5)
+        end = restarted + timedelta(seconds=4)
         sleep_until(end + timedelta(seconds=1.5))
         cluster.stop()
     finally:
