@@ -13,6 +13,7 @@ import re
 import resource
 import signal
 import stat
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -490,3 +491,29 @@ def _no_stray_spare_processes() -> Iterator[None]:
     yield
     for pid in _processes_of(SPARE_UID):
         os.kill(pid, signal.SIGKILL)
+
+
+# --- the layout rule ------------------------------------------------------------------------
+
+
+def _ruff_banned_api(path: Path) -> subprocess.CompletedProcess[str]:
+    config = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    args = ["check", "--no-cache", "--config", str(config), "--select", "TID251", str(path)]
+    return subprocess.run([sys.executable, "-m", "ruff", *args], capture_output=True, text=True)
+
+
+def test_the_pure_core_may_not_exec_a_program(tmp_path: Path) -> None:
+    probe = tmp_path / "cronplus" / "engine.py"
+    probe.parent.mkdir()
+    probe.write_text('import os\n\nos.execvp("true", ["true"])\n')
+
+    done = _ruff_banned_api(probe)
+
+    assert done.returncode == 1 and "`os.execvp` is banned" in done.stdout
+
+
+def test_the_exec_wrapper_is_the_one_module_besides_the_runner_that_may() -> None:
+    wrapper = Path(limits.WRAPPER)
+    assert "os.execvp(" in wrapper.read_text()
+
+    assert _ruff_banned_api(wrapper).returncode == 0
