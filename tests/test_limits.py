@@ -522,3 +522,23 @@ def test_the_exec_wrapper_is_the_one_module_besides_the_runner_that_may() -> Non
     assert "os.execvp(" in wrapper.read_text()
 
     assert _ruff_banned_api(wrapper).returncode == 0
+
+
+def test_the_limits_benchmark_runs_every_way_and_prints_a_table() -> None:
+    bench = Path(__file__).resolve().parent.parent / "bench" / "bench_limits.py"
+
+    done = subprocess.run(
+        [sys.executable, str(bench), "-n", "3", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 0, done.stderr
+    rows = [line.strip("|").split("|") for line in done.stdout.splitlines() if line[:1] == "|"]
+    header, separator, *body = ([cell.strip() for cell in row] for row in rows)
+    assert header[0] == "way" and set(separator) == {"---"}
+    assert [row[0] for row in body] == ["plain", "limits", "preexec"]
+    spread = r"\d+\.\d{3} \(\d+\.\d{3}–\d+\.\d{3}\)"
+    assert all(re.fullmatch(spread, cell) for row in body for cell in row[1:3]), body
+    assert all(re.fullmatch(r"\d+\.\d", row[3]) for row in body), body
