@@ -1,4 +1,5 @@
-"""Cluster decisions: which node claims a slot first, lease timing, and the definitions hash.
+"""Cluster decisions and values: who claims a slot first, lease timing, the definitions hash,
+and what claims say (``ClaimStatus``, ``Expired``, the queued ``Write``).
 
 Pure: nothing here reads a clock or talks to PostgreSQL. ``node.py`` asks these functions
 and acts on the answers; docs/cluster.md explains the protocol they are part of.
@@ -15,11 +16,12 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from datetime import datetime, timedelta
-from enum import Enum
+from enum import Enum, StrEnum
 from pathlib import Path
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
-from cronplus.model import Job, iso_utc
+from cronplus.model import Job, Outcome, RunResult, iso_utc
 
 PREFERENCE_DELAY = timedelta(milliseconds=300)
 """How long each node waits per place behind the preferred one before it claims a slot.
@@ -117,3 +119,81 @@ def _plain(value: object) -> object:
     if isinstance(value, tuple | list):
         return [_plain(item) for item in value]
     return value
+
+
+# --- the claim protocol's values ------------------------------------------------------------
+
+
+class ClaimStatus(StrEnum):
+    """What a row in ``claims`` says about its (job, slot)."""
+
+    RUNNING = "running"
+    """A node runs the slot and renews its lease; another takes it over if the lease ends."""
+    DONE = "done"
+    """The slot ran (whatever its outcome); nobody starts it again."""
+    SKIPPED = "skipped"
+    """``overlap: forbid`` and the job's previous run was alive somewhere: not started."""
+    MISSED = "missed"
+    """The node that counted the slot missed recorded it; nobody records it again."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Claimed:
+    """A claim that went in: RUNNING to start the slot, SKIPPED to record it skipped."""
+
+    status: ClaimStatus
+    busy_slot: datetime | None = None
+    busy_node: str | None = None
+    """The live run of the same job that made it SKIPPED (or that was asked to stop)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Expired:
+    """A RUNNING claim whose owner stopped renewing its lease, as it was when taken over."""
+
+    job: str
+    scheduled_at: datetime
+    node: str
+    attempt: int
+    started_at: datetime | None
+    lease_until: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class Write:
+    """One write the engine asked for, applied later in a batch (``ClusterDb.write``).
+
+    ``history``: add the row. ``ledger``: advance it. ``claim_status`` with ``token``:
+    mark this node's claim so; without a token, claim the slot with that status and add
+    ``history`` only if nobody had claimed it (a slot skipped or missed is recorded once).
+    ``begin``: note the attempt and pid on this node's claim.
+    """
+
+    history: RunResult | None = None
+    keep: int = 1
+    ledger: tuple[tuple[str, datetime], ...] = ()
+    job: str = ""
+    slot: datetime | None = None
+    token: UUID | None = None
+    claim_status: ClaimStatus | None = None
+    begin: tuple[int, datetime, int | None] | None = None
+    """(attempt, started_at, pid)."""
+
+
+def interrupted_by_node_death(item: Expired, *, taker: str, now: datetime) -> RunResult:
+    """The history row of an attempt whose node died under it (its lease ran out)."""
+    started = item.started_at or item.lease_until
+    what = f"attempt {item.attempt}" if item.attempt else "the slot (no attempt had started)"
+    return RunResult(
+        job=item.job,
+        scheduled_at=item.scheduled_at,
+        attempt=item.attempt,
+        started_at=started,
+        finished_at=now,
+        outcome=Outcome.INTERRUPTED,
+        duration_s=max((now - started).total_seconds(), 0.0),
+        reason=(
+            f"node {item.node} stopped heartbeating during {what}; its lease ran out at"
+            f" {item.lease_until.isoformat()} and node {taker} took the slot over"
+        ),
+    )

@@ -14,9 +14,10 @@ import psycopg
 import pytest
 
 from cronplus.clock import SystemClock
+from cronplus.cluster import ClaimStatus, Write
 from cronplus.logs import EventLog
 from cronplus.model import Outcome, RunResult, StateError
-from cronplus.pg.claims import ClaimStatus, ClusterDb, Write
+from cronplus.pg.claims import ClusterDb
 from cronplus.pg.schema import SCHEMA_VERSION, migrate
 from cronplus.pg.store import PgStore, cluster_status
 

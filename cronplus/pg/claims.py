@@ -15,16 +15,15 @@ import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any, TypeVar
 from uuid import UUID
 
 import psycopg
 
 from cronplus.clock import Clock
-from cronplus.cluster import reconnect_delay
+from cronplus.cluster import Claimed, ClaimStatus, Expired, Write, reconnect_delay
 from cronplus.logs import EventLog
-from cronplus.model import Outcome, RunResult, StateError
+from cronplus.model import Outcome, StateError
 from cronplus.pg import schema
 from cronplus.pg.schema import LOCK_SPACE, NODES, NodeRow, describe_dsn, error_text, node_row, utc
 
@@ -33,19 +32,6 @@ AsyncConn = psycopg.AsyncConnection[tuple[Any, ...]]
 
 OPERATION_TIMEOUT_S = 10.0
 """An operation taking longer than this counts as a lost connection (a silent network)."""
-
-
-class ClaimStatus(StrEnum):
-    """What a row in ``claims`` says about its (job, slot)."""
-
-    RUNNING = "running"
-    """A node runs the slot and renews its lease; another takes it over if the lease ends."""
-    DONE = "done"
-    """The slot ran (whatever its outcome); nobody starts it again."""
-    SKIPPED = "skipped"
-    """``overlap: forbid`` and the job's previous run was alive somewhere: not started."""
-    MISSED = "missed"
-    """The node that counted the slot missed recorded it; nobody records it again."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,49 +44,6 @@ class Beat:
     set_by: str
     holders: tuple[str, ...]
     """Live nodes, this one excluded, whose definitions are the cluster's."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Claimed:
-    """A claim that went in: RUNNING to start the slot, SKIPPED to record it skipped."""
-
-    status: ClaimStatus
-    busy_slot: datetime | None = None
-    busy_node: str | None = None
-    """The live run of the same job that made it SKIPPED (or that was asked to stop)."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Expired:
-    """A RUNNING claim whose owner stopped renewing its lease, as it was when taken over."""
-
-    job: str
-    scheduled_at: datetime
-    node: str
-    attempt: int
-    started_at: datetime | None
-    lease_until: datetime
-
-
-@dataclass(frozen=True, kw_only=True)
-class Write:
-    """One write the engine asked for, applied later in a batch (``ClusterDb.write``).
-
-    ``history``: add the row. ``ledger``: advance it. ``claim_status`` with ``token``:
-    mark this node's claim so; without a token, claim the slot with that status and add
-    ``history`` only if nobody had claimed it (a slot skipped or missed is recorded once).
-    ``begin``: note the attempt and pid on this node's claim.
-    """
-
-    history: RunResult | None = None
-    keep: int = 1
-    ledger: tuple[tuple[str, datetime], ...] = ()
-    job: str = ""
-    slot: datetime | None = None
-    token: UUID | None = None
-    claim_status: ClaimStatus | None = None
-    begin: tuple[int, datetime, int | None] | None = None
-    """(attempt, started_at, pid)."""
 
 
 # --- statements ------------------------------------------------------------------------
@@ -505,22 +448,3 @@ async def _apply(conn: AsyncConn, write: Write, node: str) -> None:
     if write.history is not None:
         await conn.execute(schema.INSERT_HISTORY, schema.history_params(write.history, node=node))
         await conn.execute(schema.TRIM_HISTORY, {"job": write.history.job, "keep": write.keep})
-
-
-def interrupted_by_node_death(item: Expired, *, taker: str, now: datetime) -> RunResult:
-    """The history row of an attempt whose node died under it (its lease ran out)."""
-    started = item.started_at or item.lease_until
-    what = f"attempt {item.attempt}" if item.attempt else "the slot (no attempt had started)"
-    return RunResult(
-        job=item.job,
-        scheduled_at=item.scheduled_at,
-        attempt=item.attempt,
-        started_at=started,
-        finished_at=now,
-        outcome=Outcome.INTERRUPTED,
-        duration_s=max((now - started).total_seconds(), 0.0),
-        reason=(
-            f"node {item.node} stopped heartbeating during {what}; its lease ran out at"
-            f" {item.lease_until.isoformat()} and node {taker} took the slot over"
-        ),
-    )
