@@ -70,13 +70,19 @@ _CLAIM = """
         WHERE %(replace)s AND job = %(job)s AND status = 'running' AND scheduled_at < %(slot)s
           AND lease_until > clock_timestamp()
           AND NOT EXISTS (SELECT 1 FROM claims WHERE job = %(job)s AND scheduled_at = %(slot)s)
-        RETURNING 1)
-    INSERT INTO claims (job, scheduled_at, node, token, status, claimed_at, lease_until)
-    SELECT %(job)s, %(slot)s, %(node)s, %(token)s,
-           CASE WHEN %(forbid)s AND EXISTS (SELECT 1 FROM busy) THEN 'skipped' ELSE 'running' END,
-           clock_timestamp(), clock_timestamp() + %(lease)s
-    ON CONFLICT (job, scheduled_at) DO NOTHING
-    RETURNING status, (SELECT scheduled_at FROM busy), (SELECT node FROM busy)
+        RETURNING 1),
+    claimed AS (
+        INSERT INTO claims (job, scheduled_at, node, token, status, claimed_at, lease_until)
+        SELECT %(job)s, %(slot)s, %(node)s, %(token)s,
+               CASE WHEN %(forbid)s AND EXISTS (SELECT 1 FROM busy) THEN 'skipped'
+                    ELSE 'running' END,
+               clock_timestamp(), clock_timestamp() + %(lease)s
+        ON CONFLICT (job, scheduled_at) DO NOTHING
+        RETURNING status)
+    SELECT status, (SELECT scheduled_at FROM busy), (SELECT node FROM busy) FROM claimed
+    UNION ALL  -- the row an earlier try of ours committed, if its answer was lost
+    SELECT status, NULL, NULL FROM claims
+    WHERE job = %(job)s AND scheduled_at = %(slot)s AND token = %(token)s
 """
 _MINE = "SELECT status FROM claims WHERE job = %s AND scheduled_at = %s AND token = %s"
 _RENEW = """
@@ -215,13 +221,12 @@ class ClusterDb:
         async def op(conn: AsyncConn) -> Claimed | None:
             row = await (await conn.execute(_CLAIM, params)).fetchone()
             if row is None:
-                mine = await (await conn.execute(_MINE, (job, slot, token))).fetchone()
-                return None if mine is None else Claimed(status=ClaimStatus(mine[0]))
+                return None
             status, busy_slot, busy_node = row
             busy = utc(busy_slot) if busy_slot else None
             return Claimed(status=ClaimStatus(status), busy_slot=busy, busy_node=busy_node)
 
-        return await self._run("claiming a slot", op)
+        return await self._run("claiming a slot", op, atomic=False)
 
     async def renew(self, *, tokens: Sequence[UUID], lease: timedelta) -> dict[UUID, str | None]:
         """Extend this node's leases; returns each still-held token and any stop request."""
@@ -232,7 +237,7 @@ class ClusterDb:
             cursor = await conn.execute(_RENEW, {"tokens": list(tokens), "lease": lease})
             return {token: why for token, why in await cursor.fetchall()}
 
-        return await self._run("renewing leases", op)
+        return await self._run("renewing leases", op, atomic=False)
 
     async def expired(self) -> list[Expired]:
         """RUNNING claims whose lease ran out while their node stopped heartbeating."""
@@ -251,7 +256,7 @@ class ClusterDb:
                 for job, slot, node, attempt, started, until in rows
             ]
 
-        return await self._run("looking for expired claims", op)
+        return await self._run("looking for expired claims", op, atomic=False)
 
     async def take_over(self, item: Expired, *, token: UUID, lease: timedelta) -> bool:
         params = {
@@ -270,7 +275,7 @@ class ClusterDb:
             ).fetchone()
             return mine is not None
 
-        return await self._run("taking over a claim", op)
+        return await self._run("taking over a claim", op, atomic=False)
 
     async def write(self, writes: Sequence[Write]) -> None:
         """Apply a batch of writes in one transaction, in order."""
@@ -357,13 +362,20 @@ class ClusterDb:
             raise StateError(message)
         self._log.error("node_name_taken", message, node=self.node)
 
-    async def _run(self, action: str, op: Callable[[AsyncConn], Awaitable[T]]) -> T:
+    async def _run(
+        self, action: str, op: Callable[[AsyncConn], Awaitable[T]], *, atomic: bool = True
+    ) -> T:
+        """Run ``op`` until it goes through, reconnecting as needed. ``atomic``: in one
+        transaction; else each statement commits alone (one round trip, not three)."""
         failures = 0
         while True:
             try:
                 async with self._lock, asyncio.timeout(OPERATION_TIMEOUT_S):
                     conn = self._conn or await self._reconnect()
-                    async with conn.transaction():
+                    if atomic:
+                        async with conn.transaction():
+                            result = await op(conn)
+                    else:
                         result = await op(conn)
                 self._back(action)
                 return result
