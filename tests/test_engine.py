@@ -318,6 +318,28 @@ def test_overlap_replace_stops_the_old_group_first(tmp_path: Path, store: Sqlite
     assert "replaced by the slot 2026-01-01T00:00:02Z" in rows[0].reason
 
 
+def test_overlap_allow_starts_the_new_run_beside_the_live_one(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    log = tmp_path / "starts.log"
+    command = f"echo $CRONPLUS_SCHEDULED_AT >> {log}; sleep 30"
+    slow = job("slow", "* * * * * *", command, tmp_path, overlap=Overlap.ALLOW)
+    clock = FakeClock(utc("2026-01-01T00:00:00.5"))
+
+    async def scenario() -> None:
+        eng = engine(crontab(tmp_path, slow), store, clock)
+        eng.load_jobs(now=clock.now(), ledger={})
+        for _ in range(2):
+            clock.advance(S)
+            eng.tick(clock.now())
+            await asyncio.sleep(0.3)
+        await eng.shutdown(0.2 * S)
+
+    asyncio.run(scenario())
+    assert log.read_text().split() == ["2026-01-01T00:00:01Z", "2026-01-01T00:00:02Z"]
+    assert [row.outcome for row in store.history()] == [Outcome.INTERRUPTED] * 2
+
+
 def test_max_concurrent_queues_the_rest_in_order_and_says_so(
     tmp_path: Path, store: SqliteStore, caplog: pytest.LogCaptureFixture
 ) -> None:
