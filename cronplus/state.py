@@ -2,9 +2,10 @@
 
 ``Store`` is the protocol the engine and the CLI code against: run history, the per-job
 ledger of handled slots, attempts in flight. ``SqliteStore`` (``cronplus/sqlite_store.py``,
-re-exported here) implements it on one SQLite file; a PostgreSQL store will implement it
-for clusters and reuse what is here: ``Migration``, the instant encoding, the ``keep``
-check, what ``failed_only`` leaves out and how an interrupted attempt reads.
+re-exported here) implements it on one SQLite file; ``PgStore`` (``cronplus/pg/store.py``)
+on a cluster's PostgreSQL database, reusing what is here: ``Migration``, the instant
+check, the ``keep`` check, what ``failed_only`` leaves out and how an interrupted attempt
+reads.
 docs/state.md describes the schema, the files beside the database and how to recover.
 
 Instants are aware UTC datetimes in and out, stored as integer microseconds since the Unix
