@@ -83,6 +83,8 @@ class Node:
         outcomes: Mapping[str, tuple[Outcome, datetime]],
     ) -> None:
         assert crontab.settings.cluster is not None  # only cluster mode builds a Node
+        self._first = crontab.settings.cluster
+        self._warned: Crontab | None = None
         self._db = db
         self._crontab = crontab
         self._clock = clock
@@ -105,9 +107,18 @@ class Node:
 
     @property
     def settings(self) -> ClusterSettings:
+        """The reloaded tags and lease; the database and the name stay the started ones."""
         cluster = self.crontab.settings.cluster
-        assert cluster is not None  # a reload cannot drop it: that needs a restart
-        return cluster
+        if cluster is not None and (cluster.dsn, cluster.node) == (self._first.dsn, self.name):
+            return cluster
+        if self._warned is not self.crontab:
+            self._warned = self.crontab
+            self._log.warning(
+                "restart_needed",
+                f"node {self.name}: a reload changed settings.cluster's dsn or node, or removed"
+                " it; the node keeps its database and name until a restart",
+            )
+        return self._first
 
     @property
     def name(self) -> str:
