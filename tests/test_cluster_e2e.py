@@ -27,11 +27,24 @@ from pathlib import Path
 import pytest
 from conftest import Cronplus, Daemon, clean_env, postgres_missing
 
+from cronplus.model import Outcome
+from cronplus.pg.store import PgStore
+
 WINDOW_S = 10.0
 """How long the exact-once run lasts once every node is live."""
 
 
-def crontab(node: str, *, jobs: int, schedule: str, command: str, lease: str = "2s") -> str:
+def crontab(
+    node: str,
+    *,
+    jobs: int,
+    schedule: str,
+    command: str,
+    lease: str = "2s",
+    overlap: str = "allow",
+    tags: str = "[]",
+    job_lines: tuple[str, ...] = (),
+) -> str:
     lines = [
         "settings:",
         "  shutdown_grace: 2s",
@@ -40,6 +53,7 @@ def crontab(node: str, *, jobs: int, schedule: str, command: str, lease: str = "
         "    dsn: {from_env: CRONPLUS_TEST_CLUSTER_DSN}",
         f"    node: {node}",
         f"    lease: {lease}",
+        f"    tags: {tags}",
         "jobs:",
     ]
     for n in range(jobs):
@@ -47,8 +61,9 @@ def crontab(node: str, *, jobs: int, schedule: str, command: str, lease: str = "
             f"  job-{n:02}:",
             f'    schedule: "{schedule}"',
             "    timezone: UTC",
-            "    overlap: allow",
+            f"    overlap: {overlap}",
             f"    command: '{command}'",
+            *job_lines,
         ]
     return "\n".join(lines) + "\n"
 
@@ -247,6 +262,46 @@ def test_a_node_whose_job_definitions_differ_refuses_to_claim_until_they_agree(
     refusal = next(e for e in c.events() if e["event"] == "definitions_differ")
     assert "node c refuses to claim slots" in str(refusal["message"])
     assert "differ from the cluster's" in str(refusal["message"])
+
+
+def test_run_on_keeps_a_job_on_the_nodes_with_its_tag(cluster: Cluster) -> None:
+    for name, tags in (("a", "[gpu]"), ("b", "[]"), ("c", "[arm]")):
+        text = crontab(name, jobs=4, schedule="* * * * * *", command=START, tags=tags)
+        cluster.nodes[name].config.write_text(
+            text.replace("  job-03:", "  job-03:\n    run_on: [gpu]")
+        )
+    cluster.migrate()
+    cluster.start()
+    begin = now() + timedelta(seconds=1)
+    end = begin + timedelta(seconds=3)
+    sleep_until(end + timedelta(seconds=1))
+    cluster.stop()
+
+    starts = [(job, slot, node) for job, slot, node in cluster.starts() if begin <= slot < end]
+    tagged = {(slot, node) for job, slot, node in starts if job == "job-03"}
+    assert {node for _, node in tagged} == {"a"}
+    assert {slot for slot, _ in tagged} == every(begin, end, 1)
+    assert {node for job, _, node in starts if job != "job-03"} == {"a", "b", "c"}
+
+
+REPLACED = 'echo "$CRONPLUS_RUN_ID $NODE" >> started.txt; sleep 30'
+
+
+def test_replace_stops_the_old_run_on_whichever_node_it_runs(cluster: Cluster) -> None:
+    cluster.write(jobs=3, schedule="*/2 * * * * *", command=REPLACED, overlap="replace")
+    cluster.migrate()
+    cluster.start()
+    time.sleep(7)
+    cluster.stop()
+
+    store = PgStore.open(cluster.dsn, readonly=True)
+    rows = sorted(store.history(limit=200), key=lambda row: (row.job, row.started_at))
+    store.close()
+    killed = [row for row in rows if row.outcome is Outcome.KILLED]
+    assert killed
+    assert all(row.reason.startswith("replaced by the slot") for row in killed)
+    assert len({node for _, _, node in cluster.starts()}) > 1  # replaced across nodes too
+    assert all(row.finished_at - row.started_at < timedelta(seconds=10) for row in rows)
 
 
 def test_an_unreachable_database_at_start_is_exit_2_without_the_password(tmp_path: Path) -> None:
