@@ -30,7 +30,7 @@ from conftest import Cronplus, Daemon, clean_env, postgres_missing
 from cronplus.model import Outcome
 from cronplus.pg.store import PgStore
 
-WINDOW_S = 10.0
+WINDOW_S = 8.0
 """How long the exact-once run lasts once every node is live."""
 
 
@@ -212,7 +212,7 @@ def test_a_killed_nodes_slots_are_taken_over_after_its_lease_and_none_is_lost(
     a.wait_for(lambda: any(node == "a" and slot >= begin for _, slot, node in cluster.starts()))
     killed = now()
     a.kill()
-    end = killed + timedelta(seconds=6)
+    end = killed + timedelta(seconds=5)
     sleep_until(end + timedelta(seconds=1.5))
     cluster.stop()
 
@@ -291,7 +291,7 @@ def test_replace_stops_the_old_run_on_whichever_node_it_runs(cluster: Cluster) -
     cluster.write(jobs=3, schedule="*/2 * * * * *", command=REPLACED, overlap="replace")
     cluster.migrate()
     cluster.start()
-    time.sleep(7)
+    time.sleep(5)
     cluster.stop()
 
     store = PgStore.open(cluster.dsn, readonly=True)
