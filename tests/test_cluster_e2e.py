@@ -250,7 +250,8 @@ def test_a_node_whose_job_definitions_differ_refuses_to_claim_until_they_agree(
     cluster.start("c")
     c = cluster.daemons["c"]
     c.wait_event("definitions_differ")
-    time.sleep(2)
+    status = cluster.nodes["a"].run("cluster", "status")
+    time.sleep(1.5)
     assert "c" not in {node for _, _, node in cluster.starts()}
     cluster.nodes["c"].config.write_text(
         crontab("c", jobs=3, schedule="* * * * * *", command=START)
@@ -262,6 +263,11 @@ def test_a_node_whose_job_definitions_differ_refuses_to_claim_until_they_agree(
     refusal = next(e for e in c.events() if e["event"] == "definitions_differ")
     assert "node c refuses to claim slots" in str(refusal["message"])
     assert "differ from the cluster's" in str(refusal["message"])
+    lines = status.stdout.splitlines()
+    header = ["NODE", "STATE", "HEARTBEAT", "HOST", "PID", "TAGS", "DEFINITIONS", "RUNNING"]
+    assert lines[0].split() == header
+    assert [line.split()[:2] for line in lines[1:4]] == [[n, "live"] for n in ("a", "b", "c")]
+    assert "(differs)" in lines[3] and "(differs)" not in lines[1] + lines[2]
 
 
 def test_run_on_keeps_a_job_on_the_nodes_with_its_tag(cluster: Cluster) -> None:
