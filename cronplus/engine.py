@@ -177,8 +177,9 @@ class Engine:
         self._jobs[job.name] = state
         self._push(state)
 
-    def _push(self, state: JobState) -> None:
-        state.next_due = state.schedule.next_after(state.handled)
+    def _push(self, state: JobState, following: datetime | None = None) -> None:
+        """Queue the job's next slot; ``following`` is that slot if the caller knows it."""
+        state.next_due = following or state.schedule.next_after(state.handled)
         heapq.heappush(self._heap, (state.next_due, state.job.name))
 
     def next_due(self) -> datetime | None:
@@ -209,24 +210,29 @@ class Engine:
 
     def tick(self, now: datetime) -> list[SlotRun]:
         """Start everything due at ``now``; the ledger is committed before anything starts."""
-        decisions: list[tuple[JobState, plan.Pending]] = []
+        decisions: list[tuple[JobState, plan.Pending, datetime | None]] = []
         while (when := self.next_due()) is not None and when <= now:
             _, name = heapq.heappop(self._heap)
             state = self._jobs[name]
-            decision = plan.pending(state.job, state.schedule, handled=state.handled, now=now)
-            decisions.append((state, decision))
-        self._store.advance_ledger(
-            (state.job.name, decision.handled)
-            for state, decision in decisions
-            if decision.handled is not None
-        )
+            after: datetime | None = state.schedule.next_after(when)
+            if after is not None and after > now and now - when < plan.ON_TIME:
+                # One on-time slot, and `when` is the first after `handled`: what
+                # plan.pending decides, without its searches (a burst's time per job).
+                decision = plan.Pending(run=(when,), missed=0, handled=when)
+            else:
+                decision = plan.pending(state.job, state.schedule, handled=state.handled, now=now)
+                after = None
+            decisions.append((state, decision, after))
+        ledger = [(s.job.name, d.handled) for s, d, _ in decisions if d.handled is not None]
+        if ledger:  # an idle wake-up writes nothing
+            self._store.advance_ledger(ledger)
         started: list[SlotRun | None] = []
-        for state, decision in decisions:
+        for state, decision, following in decisions:
             self._report_missed(state.job, decision, now=now)
             started.extend(self._launch_in_order(state, decision.run, now=now))
             if decision.handled is not None:
                 state.handled = max(state.handled, decision.handled)
-            self._push(state)
+            self._push(state, following)
         return [run for run in started if run is not None]
 
     def start_slots(self, slots: Iterable[tuple[Job, datetime]], *, now: datetime) -> list[SlotRun]:
