@@ -1,6 +1,7 @@
 # Two commands on a fresh machine with Python 3.11+ and make:
 #   make run    set up .venv and start the daemon on the sample crontab.yaml
 #   make test   set up .venv and run the gates: ruff, mypy --strict, pytest
+#   make bench  cronplus beside yacron and Debian cron (root, about 90 minutes)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -25,7 +26,8 @@ test: $(STAMP)
 	$(BIN)/pytest -q -n 2
 
 bench: $(STAMP)
-	$(BIN)/python bench/bench_config.py
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/bench_peers.py --write-results --charts
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
