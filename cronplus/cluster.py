@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields, is_dataclass
 from datetime import datetime, timedelta
 from enum import Enum, StrEnum
 from pathlib import Path
+from typing import Protocol
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -121,7 +122,38 @@ def _plain(value: object) -> object:
     return value
 
 
-# --- the claim protocol's values ------------------------------------------------------------
+# --- what the database says: nodes, claims, queued writes -----------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeRow:
+    """A node's heartbeat row, as the others see it."""
+
+    name: str
+    host: str
+    pid: int
+    tags: frozenset[str]
+    definitions: str
+    running: int
+    capacity: int
+    started_at: datetime
+    heartbeat_age_s: float
+    """Seconds since its last heartbeat, by the database's clock."""
+    live: bool
+    """Heartbeat younger than its lease, and not stopped."""
+    stopped: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class Beat:
+    """What one heartbeat learned: the live nodes and the cluster's job definitions."""
+
+    live: tuple[NodeRow, ...]
+    definitions: str
+    """The cluster's definitions hash (this node's if it just set it)."""
+    set_by: str
+    holders: tuple[str, ...]
+    """Live nodes, this one excluded, whose definitions are the cluster's."""
 
 
 class ClaimStatus(StrEnum):
@@ -197,3 +229,49 @@ def interrupted_by_node_death(item: Expired, *, taker: str, now: datetime) -> Ru
             f" {item.lease_until.isoformat()} and node {taker} took the slot over"
         ),
     )
+
+
+class ClusterDatabase(Protocol):
+    """What a node asks of the cluster's database: ``pg.claims.ClusterDb``, or a test's fake."""
+
+    node: str
+    where: str
+    """The database, for messages (never the DSN: it may hold a password)."""
+    connected_at: float
+    """Monotonic instant of the last (re)connection."""
+
+    async def heartbeat(
+        self,
+        *,
+        tags: frozenset[str],
+        lease: timedelta,
+        definitions: str,
+        running: int,
+        capacity: int,
+        joining: bool = False,
+    ) -> Beat: ...
+
+    async def claim(
+        self,
+        *,
+        job: str,
+        slot: datetime,
+        token: UUID,
+        lease: timedelta,
+        forbid: bool,
+        replace: bool,
+    ) -> Claimed | None: ...
+
+    async def renew(
+        self, *, tokens: Sequence[UUID], lease: timedelta
+    ) -> dict[UUID, str | None]: ...
+
+    async def expired(self) -> list[Expired]: ...
+
+    async def take_over(self, item: Expired, *, token: UUID, lease: timedelta) -> bool: ...
+
+    async def write(self, writes: Sequence[Write]) -> None: ...
+
+    async def prune(self, *, keep: timedelta) -> None: ...
+
+    async def leave(self) -> None: ...

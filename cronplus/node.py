@@ -22,7 +22,9 @@ from uuid import UUID, uuid4
 
 from cronplus.clock import Clock, SystemClock
 from cronplus.cluster import (
+    Beat,
     ClaimStatus,
+    ClusterDatabase,
     Expired,
     NodeView,
     Write,
@@ -45,7 +47,7 @@ from cronplus.model import (
     iso_utc,
 )
 from cronplus.nodestore import NodeStore
-from cronplus.pg.claims import Beat, ClusterDb
+from cronplus.pg.claims import ClusterDb
 
 CLAIMS_KEEP = timedelta(days=1)
 """Finished claims are kept this long (for ``cluster status`` and late duplicates), then pruned."""
@@ -74,7 +76,7 @@ class Node:
 
     def __init__(
         self,
-        db: ClusterDb,
+        db: ClusterDatabase,
         crontab: Crontab,
         *,
         clock: Clock,
@@ -127,6 +129,11 @@ class Node:
     @property
     def refused(self) -> bool:
         return self._refusal is not None
+
+    @property
+    def queued(self) -> tuple[Write, ...]:
+        """The writes waiting for the database, oldest first."""
+        return tuple(self._outbox)
 
     # --- lifecycle ---
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
@@ -21,29 +20,17 @@ from uuid import UUID
 import psycopg
 
 from cronplus.clock import Clock
-from cronplus.cluster import Claimed, ClaimStatus, Expired, Write, reconnect_delay
+from cronplus.cluster import Beat, Claimed, ClaimStatus, Expired, NodeRow, Write, reconnect_delay
 from cronplus.logs import EventLog
 from cronplus.model import Outcome, StateError
 from cronplus.pg import schema
-from cronplus.pg.schema import LOCK_SPACE, NODES, NodeRow, describe_dsn, error_text, node_row, utc
+from cronplus.pg.schema import LOCK_SPACE, NODES, describe_dsn, error_text, node_row, utc
 
 T = TypeVar("T")
 AsyncConn = psycopg.AsyncConnection[tuple[Any, ...]]
 
 OPERATION_TIMEOUT_S = 10.0
 """An operation taking longer than this counts as a lost connection (a silent network)."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Beat:
-    """What one heartbeat learned: the live nodes and the cluster's job definitions."""
-
-    live: tuple[NodeRow, ...]
-    definitions: str
-    """The cluster's definitions hash (this node's if it just set it)."""
-    set_by: str
-    holders: tuple[str, ...]
-    """Live nodes, this one excluded, whose definitions are the cluster's."""
 
 
 # --- statements ------------------------------------------------------------------------

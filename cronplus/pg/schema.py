@@ -14,13 +14,13 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 from psycopg import conninfo
 
+from cronplus.cluster import NodeRow
 from cronplus.model import Outcome, RunResult, StateError
 from cronplus.state import Migration, to_micros
 
@@ -265,25 +265,6 @@ def result_of(row: tuple[Any, ...]) -> RunResult:
         stderr_tail=tail,
         reason=why,
     )
-
-
-@dataclass(frozen=True, kw_only=True)
-class NodeRow:
-    """A node's heartbeat row, as the others see it."""
-
-    name: str
-    host: str
-    pid: int
-    tags: frozenset[str]
-    definitions: str
-    running: int
-    capacity: int
-    started_at: datetime
-    heartbeat_age_s: float
-    """Seconds since its last heartbeat, by the database's clock."""
-    live: bool
-    """Heartbeat younger than its lease, and not stopped."""
-    stopped: bool
 
 
 def node_row(row: tuple[Any, ...]) -> NodeRow:

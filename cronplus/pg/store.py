@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 
+from cronplus.cluster import NodeRow
 from cronplus.model import Outcome, RunResult, StateError
 from cronplus.pg.schema import (
     ADVANCE_LEDGER,
@@ -24,7 +25,6 @@ from cronplus.pg.schema import (
     LAST_OUTCOMES,
     NODES,
     TRIM_HISTORY,
-    NodeRow,
     checked,
     connect,
     describe_dsn,
