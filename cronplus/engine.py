@@ -86,10 +86,13 @@ class SlotRun:
     stop_reason: str = ""
     task: asyncio.Task[None] | None = None
     waiting_retry: bool = False
+    claiming: bool = False
+    """Waiting for the slot gate: in a cluster, another node may run the slot instead."""
 
     @property
     def alive(self) -> bool:
-        return self.task is not None and not self.task.done() and not self.waiting_retry
+        waiting = self.waiting_retry or self.claiming
+        return self.task is not None and not self.task.done() and not waiting
 
 
 @dataclass(eq=False)
@@ -320,7 +323,9 @@ class Engine:
     # --- one slot: attempts and retries --------------------------------------------
 
     async def _claimed(self, run: SlotRun, state: JobState, *, waits_for: list[SlotRun]) -> None:
+        run.claiming = True
         claim = await self._gate.claim(run.job, run.slot)
+        run.claiming = False
         if claim is None:
             return  # another node runs it, or this one may not (the gate logs why)
         try:
