@@ -212,6 +212,21 @@ class Write:
     """(attempt, started_at, pid)."""
 
 
+def record_of_slot(
+    job: str, slot: datetime, outcome: Outcome, *, now: datetime, why: str
+) -> RunResult:
+    """The history row of a slot that never became an attempt (skipped, missed)."""
+    return RunResult(
+        job=job,
+        scheduled_at=slot,
+        attempt=0,
+        started_at=now,
+        finished_at=now,
+        outcome=outcome,
+        reason=why,
+    )
+
+
 def interrupted_by_node_death(item: Expired, *, taker: str, now: datetime) -> RunResult:
     """The history row of an attempt whose node died under it (its lease ran out)."""
     started = item.started_at or item.lease_until

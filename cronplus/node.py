@@ -15,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from uuid import UUID, uuid4
 
+from cronplus import plan
 from cronplus.clock import Clock, SystemClock
 from cronplus.cluster import (
     Beat,
@@ -32,6 +33,7 @@ from cronplus.cluster import (
     definitions_hash,
     heartbeat_interval,
     interrupted_by_node_death,
+    record_of_slot,
     runs_here,
 )
 from cronplus.engine import Engine
@@ -42,7 +44,6 @@ from cronplus.model import (
     Job,
     Outcome,
     Overlap,
-    RunResult,
     StateError,
     iso_utc,
 )
@@ -186,15 +187,22 @@ class Node:
         if delay:
             await self._clock.sleep_until(slot + delay, max_seconds=delay.total_seconds())
         token = uuid4()
+        # A slot whose claim cannot go in while it is on time (the database is away) is
+        # missed, as if the node had been down: it must not start minutes late in a burst.
+        on_time = (slot + plan.ON_TIME - self._clock.now()).total_seconds()
         try:
-            answer = await self._db.claim(
-                job=job.name,
-                slot=slot,
-                token=token,
-                lease=self.settings.lease,
-                forbid=job.overlap is Overlap.FORBID,
-                replace=job.overlap is Overlap.REPLACE,
-            )
+            async with asyncio.timeout(max(on_time, 0.0)):
+                answer = await self._db.claim(
+                    job=job.name,
+                    slot=slot,
+                    token=token,
+                    lease=self.settings.lease,
+                    forbid=job.overlap is Overlap.FORBID,
+                    replace=job.overlap is Overlap.REPLACE,
+                )
+        except TimeoutError:
+            self._unclaimed(job, slot)
+            return None
         except StateError as error:  # not an outage (those are waited out): a bug or bad data
             self._log.error("claim_failed", f"job {job.name}: claiming {iso_utc(slot)}: {error}")
             return None
@@ -230,20 +238,36 @@ class Node:
             return False
         return engine.queued > 0 or len(self._held) >= engine.crontab.settings.max_concurrent
 
+    def _unclaimed(self, job: Job, slot: datetime) -> None:
+        result = record_of_slot(
+            job.name,
+            slot,
+            Outcome.MISSED,
+            now=self._clock.now(),
+            why=(
+                f"the cluster database was unreachable until the slot was {plan.ON_TIME} late;"
+                " no node could claim it"
+            ),
+        )
+        status = ClaimStatus.MISSED  # recorded once, by whichever node notices first
+        write = Write(job=job.name, slot=slot, claim_status=status)
+        self.queue(replace(write, history=result, keep=self._keep()))
+        self._log.warning(
+            "missed",
+            f"job {job.name}: slot {iso_utc(slot)} missed: {result.reason}",
+            job=job.name,
+            scheduled_at=iso_utc(slot),
+            missed=1,
+        )
+
     def _skipped(
         self, job: Job, slot: datetime, *, busy_slot: datetime | None, busy_node: str | None
     ) -> None:
-        now = self._clock.now()
         where = f"on node {busy_node}" if busy_node else "on another node"
         busy = iso_utc(busy_slot) if busy_slot else "an earlier slot"
-        result = RunResult(
-            job=job.name,
-            scheduled_at=slot,
-            attempt=0,
-            started_at=now,
-            finished_at=now,
-            outcome=Outcome.SKIPPED_OVERLAP,
-            reason=f"the run of {busy} is still alive {where} (overlap: forbid)",
+        why = f"the run of {busy} is still alive {where} (overlap: forbid)"
+        result = record_of_slot(
+            job.name, slot, Outcome.SKIPPED_OVERLAP, now=self._clock.now(), why=why
         )
         self.queue(Write(history=result, keep=self._keep()))
         self._log.warning(
@@ -252,7 +276,7 @@ class Node:
             job=job.name,
             run_id=result.run_id,
             scheduled_at=iso_utc(slot),
-            reason=result.reason,
+            reason=why,
         )
 
     # --- heartbeats, leases, takeovers ---

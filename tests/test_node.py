@@ -29,6 +29,7 @@ from cronplus.cluster import (
 from cronplus.logs import EventLog
 from cronplus.model import ClusterSettings, Crontab, Job, Outcome, Overlap, RunResult, Settings
 from cronplus.node import Node
+from cronplus.plan import ON_TIME
 
 T0 = datetime(2026, 3, 8, 7, 0, tzinfo=UTC)
 JOB = Job(name="backup", schedule="*/2 * * * * *", timezone=ZoneInfo("UTC"), command=("true",))
@@ -69,6 +70,8 @@ class FakeDb:
     answer: Claimed | None = field(default_factory=lambda: Claimed(status=ClaimStatus.RUNNING))
     claims: list[dict[str, Any]] = field(default_factory=list)
     writes: list[Write] = field(default_factory=list)
+    away: bool = False
+    """The database does not answer: a claim waits (as ClusterDb's reconnect loop does)."""
 
     async def heartbeat(
         self,
@@ -95,6 +98,8 @@ class FakeDb:
         replace: bool,
     ) -> Claimed | None:
         self.claims.append({"job": job, "slot": slot, "forbid": forbid, "replace": replace})
+        if self.away:
+            await asyncio.Event().wait()
         return self.answer
 
     async def renew(self, *, tokens: Sequence[UUID], lease: timedelta) -> dict[UUID, str | None]:
@@ -249,3 +254,15 @@ def test_an_attempt_of_a_held_slot_is_noted_on_its_claim() -> None:
 
     [write] = member.queued
     assert (write.token, write.begin) == (held.token, (1, T0, 42))
+
+
+def test_a_claim_the_database_cannot_take_while_the_slot_is_on_time_is_missed_once() -> None:
+    clock = FakeClock(T0)
+    member = node(FakeDb(away=True), clock)
+    slot = T0 - (ON_TIME - timedelta(milliseconds=100))  # 0.1 s of its minute of grace left
+
+    assert run(member.claim(JOB, slot)) is None
+    [write] = member.queued
+    assert (write.claim_status, write.token, write.slot) == (ClaimStatus.MISSED, None, slot)
+    assert write.history is not None and write.history.outcome is Outcome.MISSED
+    assert "unreachable until the slot was 0:01:00 late" in write.history.reason

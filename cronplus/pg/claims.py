@@ -123,6 +123,7 @@ class ClusterDb:
         self._log = log
         self._conn: AsyncConn | None = None
         self._lock = asyncio.Lock()
+        self._closing: set[asyncio.Task[None]] = set()
         self._down_since: float | None = None
         self.connected_at = clock.monotonic()
         """Monotonic instant of the last (re)connection: takeovers wait a lease after it."""
@@ -359,11 +360,11 @@ class ClusterDb:
             try:
                 async with self._lock, asyncio.timeout(OPERATION_TIMEOUT_S):
                     conn = self._conn or await self._reconnect()
-                    if atomic:
-                        async with conn.transaction():
-                            result = await op(conn)
-                    else:
-                        result = await op(conn)
+                    try:
+                        result = await self._perform(conn, op, atomic=atomic)
+                    except asyncio.CancelledError:
+                        self._discard(conn)  # cut off mid-statement: the session is unusable
+                        raise
                 self._back(action)
                 return result
             except (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError) as error:
@@ -371,6 +372,22 @@ class ClusterDb:
                 await self._lost(action, error, failures)
             except psycopg.Error as error:
                 raise StateError(f"{self.where}: {action} failed: {error_text(error)}") from None
+
+    @staticmethod
+    async def _perform(
+        conn: AsyncConn, op: Callable[[AsyncConn], Awaitable[T]], *, atomic: bool
+    ) -> T:
+        if not atomic:
+            return await op(conn)
+        async with conn.transaction():
+            return await op(conn)
+
+    def _discard(self, conn: AsyncConn) -> None:
+        if self._conn is conn:
+            self._conn = None
+        closing = asyncio.get_running_loop().create_task(conn.close())
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
     async def _reconnect(self) -> AsyncConn:
         conn = await self._connect()
