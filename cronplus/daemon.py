@@ -30,7 +30,7 @@ from cronplus.watch import ConfigWatcher
 def run_daemon(path: Path, crontab: Crontab, *, env: Mapping[str, str]) -> int:
     """Run until SIGTERM/SIGINT; 0 on a clean stop. A second daemon on one state exits 2."""
     if crontab.settings.cluster is not None:  # PostgreSQL instead of the SQLite state
-        from cronplus.node import run_cluster_daemon
+        from cronplus.clusterd import run_cluster_daemon
 
         return run_cluster_daemon(path, crontab, env=env)
     store = SqliteStore.open(crontab.settings.state)

@@ -13,15 +13,13 @@ docs/cluster.md has the whole protocol and its guarantees.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from pathlib import Path
 from uuid import UUID, uuid4
 
 from cronplus import plan
-from cronplus.clock import Clock, SystemClock
+from cronplus.clock import Clock
 from cronplus.cluster import (
     Beat,
     ClaimStatus,
@@ -44,11 +42,11 @@ from cronplus.model import (
     Job,
     Outcome,
     Overlap,
+    RunResult,
     StateError,
     iso_utc,
 )
 from cronplus.nodestore import NodeStore
-from cronplus.pg.claims import ClusterDb
 
 CLAIMS_KEEP = timedelta(days=1)
 """Finished claims are kept this long (for ``cluster status`` and late duplicates), then pruned."""
@@ -84,6 +82,7 @@ class Node:
         log: EventLog,
         ledger: Mapping[str, datetime],
         outcomes: Mapping[str, tuple[Outcome, datetime]],
+        interrupted: Sequence[RunResult] = (),
     ) -> None:
         assert crontab.settings.cluster is not None  # only cluster mode builds a Node
         self._first = crontab.settings.cluster
@@ -101,7 +100,7 @@ class Node:
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
         self._hashed: tuple[Crontab | None, str] = (None, "")
-        self.store = NodeStore(self, ledger, outcomes)
+        self.store = NodeStore(self, ledger, outcomes, interrupted)
 
     @property
     def crontab(self) -> Crontab:
@@ -423,35 +422,3 @@ class Node:
                 self._log.error(
                     "db_write_failed", f"{len(batch)} record(s) were not written: {error}"
                 )
-
-
-def run_cluster_daemon(path: Path, crontab: Crontab, *, env: Mapping[str, str]) -> int:
-    """The daemon in cluster mode; an unreachable or unmigrated database is exit 2."""
-    return asyncio.run(_serve(path, crontab, env=env))
-
-
-async def _serve(path: Path, crontab: Crontab, *, env: Mapping[str, str]) -> int:
-    from cronplus.daemon import Daemon
-
-    settings = crontab.settings.cluster
-    assert settings is not None
-    # No SQLite file in cluster mode, but the node's local files (its control socket) live
-    # beside settings.state.
-    crontab.settings.state.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    clock, log = SystemClock(), EventLog()
-    db = ClusterDb(settings.dsn, node=settings.node, clock=clock, log=log)
-    await db.open()
-    try:
-        ledger, outcomes = await db.ledger(), await db.last_outcomes()
-        node = Node(db, crontab, clock=clock, log=log, ledger=ledger, outcomes=outcomes)
-        await node.join()
-        daemon = Daemon(path, crontab, store=node.store, clock=clock, env=env, gate=node)
-        node.start(daemon.engine)
-        try:
-            await daemon.run()
-        finally:
-            await node.stop(daemon.engine.crontab.settings.shutdown_grace)
-    finally:
-        with contextlib.suppress(Exception):
-            await db.close()
-    return 0

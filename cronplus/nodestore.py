@@ -8,7 +8,7 @@ so they are written once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -26,9 +26,10 @@ class NodeStore:
     """The ``Store`` a cluster node's engine writes to: writes queue for the database.
 
     Reads answer from what the database held when the node started (the daemon reads the
-    ledger and last outcomes once); ``cronplus history`` opens a ``PgStore``. Attempts in
-    flight are the node's claims: one cut off by a dead node is taken over, not recorded
-    interrupted at the next start, so ``take_interrupted`` finds nothing.
+    ledger and last outcomes once); ``cronplus history`` opens a ``PgStore``. The daemon's
+    attempts in flight are the node's claims: one cut off by a dead node is taken over, not
+    recorded interrupted at the next start; ``take_interrupted`` gives what the node found
+    of ``cronplus run`` attempts whose process died.
     """
 
     def __init__(
@@ -36,10 +37,12 @@ class NodeStore:
         node: Node,
         ledger: Mapping[str, datetime],
         outcomes: Mapping[str, tuple[Outcome, datetime]],
+        interrupted: Sequence[RunResult] = (),
     ) -> None:
         self._node = node
         self._ledger = dict(ledger)
         self._outcomes = dict(outcomes)
+        self._interrupted = list(interrupted)
         self._attempts: dict[int, tuple[str, datetime]] = {}
         self._next_id = 0
 
@@ -96,7 +99,9 @@ class NodeStore:
         self._node.queue(Write(history=result, keep=keep))
 
     def take_interrupted(self, *, now: datetime) -> list[RunResult]:
-        return []
+        """What the node found at start (already recorded); then nothing."""
+        taken, self._interrupted = self._interrupted, []
+        return taken
 
     def close(self) -> None:
         pass

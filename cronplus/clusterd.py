@@ -1,0 +1,65 @@
+"""Starting a cluster node: the database first (unreachable is exit 2), then the daemon.
+
+``daemon.run_daemon`` hands over here when the crontab has ``settings.cluster``; the
+``Daemon`` is the same as on one host, with the node as its engine's slot gate and its
+store (docs/cluster.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+
+from cronplus.clock import SystemClock
+from cronplus.logs import EventLog
+from cronplus.model import Crontab, RunResult
+from cronplus.node import Node
+from cronplus.pg.claims import ClusterDb
+from cronplus.pg.store import PgStore
+
+
+def run_cluster_daemon(path: Path, crontab: Crontab, *, env: Mapping[str, str]) -> int:
+    """The daemon in cluster mode; an unreachable or unmigrated database is exit 2."""
+    return asyncio.run(_serve(path, crontab, env=env))
+
+
+def _take_interrupted(dsn: str, now: datetime) -> list[RunResult]:
+    store = PgStore.open(dsn)
+    try:
+        return store.take_interrupted(now=now)
+    finally:
+        store.close()
+
+
+async def _serve(path: Path, crontab: Crontab, *, env: Mapping[str, str]) -> int:
+    from cronplus.daemon import Daemon
+
+    settings = crontab.settings.cluster
+    assert settings is not None
+    # No SQLite file in cluster mode, but the node's local files (its control socket) live
+    # beside settings.state.
+    crontab.settings.state.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    clock, log = SystemClock(), EventLog()
+    db = ClusterDb(settings.dsn, node=settings.node, clock=clock, log=log)
+    await db.open()
+    try:
+        ledger, outcomes = await db.ledger(), await db.last_outcomes()
+        # `cronplus run` attempts whose process died: as on one host, recorded interrupted.
+        cut_off = await asyncio.to_thread(_take_interrupted, settings.dsn, clock.now())
+        node = Node(
+            db, crontab, clock=clock, log=log, ledger=ledger, outcomes=outcomes, interrupted=cut_off
+        )
+        await node.join()
+        daemon = Daemon(path, crontab, store=node.store, clock=clock, env=env, gate=node)
+        node.start(daemon.engine)
+        try:
+            await daemon.run()
+        finally:
+            await node.stop(daemon.engine.crontab.settings.shutdown_grace)
+    finally:
+        with contextlib.suppress(Exception):
+            await db.close()
+    return 0
