@@ -6,11 +6,13 @@ Exit codes: 0 success; 1 a job failed (after its retries); 2 usage, config or st
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -432,11 +434,14 @@ def _ask_daemon(crontab: Crontab, request: dict[str, Any], *, timeout: float | N
 @pass_context
 def daemon(ctx: Context, config_path: Path | None, log_format: str | None) -> None:
     """The long-running scheduler (stop with SIGTERM, reload with SIGHUP)."""
-    from cronplus.daemon import run_daemon
+    from cronplus import forkload
 
     path = ctx.path(config_path)
-    crontab = config.load(path)
+    # The parse's garbage stays out of the daemon's heap; the daemon's imports meanwhile.
+    crontab = forkload.load(path, meanwhile=partial(importlib.import_module, "cronplus.daemon"))
     ctx.setup_logs(crontab, log_format)
+    from cronplus.daemon import run_daemon
+
     sys.exit(run_daemon(path, crontab, env=os.environ))
 
 

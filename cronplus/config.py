@@ -613,7 +613,7 @@ def _check_schedules(values: Values, env: Mapping[str, str]) -> None:
         except (KeyError, ValueError, OSError, TypeError):
             zone = ZoneInfo("UTC")  # pydantic reports the zone; the expression is still checked
         try:
-            Schedule.parse(expression, zone=zone, job_name=name)
+            Schedule.for_job(expression, zone=zone, job_name=name)
         except ScheduleError as error:
             loc = ("jobs", name, "schedule")
             values.issue(values.place(loc)[1], loc, str(error))
@@ -702,16 +702,27 @@ def _crontab(file: CrontabFile, path: Path, folder: Path, env: Mapping[str, str]
     if "smtp" in settings:
         settings["smtp"] = alertconfig.smtp(settings["smtp"])
     settings["pings"] = alertconfig.delivery(settings.get("pings", {}), alertconfig.PING_DELIVERY)
+    shared: dict[tuple[type, object], Any] = {}
     return Crontab(
         path=path,
         settings=Settings(**settings),
-        jobs=tuple(_job(name, dict(job), defaults, folder) for name, job in jobs.items()),
+        jobs=tuple(_job(name, dict(job), defaults, folder, shared) for name, job in jobs.items()),
         notifiers=alertconfig.notifiers(file.get("notifiers") or {}),
     )
 
 
-def _job(name: str, job: dict[str, Any], defaults: dict[str, Any], folder: Path) -> Job:
-    """The job's own value wins over ``defaults:``; ``env`` maps merge, the job's keys win."""
+def _job(
+    name: str,
+    job: dict[str, Any],
+    defaults: dict[str, Any],
+    folder: Path,
+    shared: dict[tuple[type, object], Any],
+) -> Job:
+    """The job's own value wins over ``defaults:``; ``env`` maps merge, the job's keys win.
+
+    Equal values in ``_SHARED`` fields are one object across the jobs (``shared``): 10,000
+    jobs hold a few dozen schedules, commands and policies, not 10,000 of each.
+    """
     fields = {"workdir": folder, **defaults, **job}
     env_file: secrets.EnvFile | None = fields.get("env_file")
     fields["env"] = secrets.job_env(env_file, defaults.get("env"), job.get("env"))
@@ -724,7 +735,14 @@ def _job(name: str, job: dict[str, Any], defaults: dict[str, Any], folder: Path)
     if "run_on" in fields:
         fields["run_on"] = frozenset(fields["run_on"])
     alertconfig.job_fields(fields)
+    for key in _SHARED.intersection(fields):
+        fields[key] = shared.setdefault((type(fields[key]), fields[key]), fields[key])
+    retry = shared.setdefault((RetryPolicy, retry), retry)
     return Job(name=name, retry=retry, **fields)
+
+
+_SHARED = frozenset({"schedule", "command", "limits", "success_codes", "timeout"})
+"""Job fields whose values many jobs repeat (all hashable)."""
 
 
 # --- the public surface -------------------------------------------------------------------

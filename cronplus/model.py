@@ -222,7 +222,7 @@ class ListenAddress:
     port: int
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Job:
     """One entry under ``jobs:``, with every default already applied."""
 
