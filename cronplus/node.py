@@ -287,7 +287,7 @@ class Node:
             wake = self._clock.now() + interval
             await self._clock.sleep_until(wake, max_seconds=interval.total_seconds())
             try:
-                await self._beat_once(prune=beats % 100 == 99)
+                await self._beat_once(prune=beats % 10 == 9)
             except StateError as error:  # not an outage (those are waited out): say, go on
                 self._log.error("heartbeat_failed", f"node {self.name}: heartbeat failed: {error}")
             beats += 1

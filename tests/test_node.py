@@ -114,8 +114,8 @@ class FakeDb:
     async def write(self, writes: Sequence[Write]) -> None:
         self.writes.extend(writes)
 
-    async def prune(self, *, keep: timedelta) -> None:
-        pass
+    async def prune(self, *, keep: timedelta) -> int:
+        return 0
 
     async def leave(self) -> None:
         pass

@@ -272,3 +272,20 @@ def test_an_unreachable_database_is_a_clear_error_that_never_shows_the_password(
     for error in (caught.value, again.value):
         assert re.search(r"cannot reach the cluster database|not a PostgreSQL conn", str(error))
         assert "hunter2secret" not in str(error)
+
+
+def test_pruning_forgets_finished_claims_older_than_keep_and_nothing_running(dsn: str) -> None:
+    now = datetime.now(UTC)
+    old, recent = now - timedelta(days=2), now - timedelta(hours=1)
+
+    async def test() -> int:
+        async with node(dsn, "a") as a:
+            for slot in (old, old + timedelta(seconds=1), recent):
+                await a.write([Write(job="backup", slot=slot, claim_status=ClaimStatus.MISSED)])
+            await claim(a, old - timedelta(seconds=1))  # still running: never pruned
+            return await a.prune(keep=timedelta(days=1))
+
+    assert asyncio.run(test()) == 2
+    with psycopg.connect(dsn) as conn:
+        left = conn.execute("SELECT scheduled_at, status FROM claims ORDER BY 1").fetchall()
+    assert left == [(old - timedelta(seconds=1), "running"), (recent, "missed")]

@@ -24,6 +24,7 @@ from cronplus.cluster import Beat, Claimed, ClaimStatus, Expired, NodeRow, Write
 from cronplus.logs import EventLog
 from cronplus.model import Outcome, StateError
 from cronplus.pg import schema
+from cronplus.pg import statements as sql
 from cronplus.pg.schema import LOCK_SPACE, NODES, describe_dsn, error_text, node_row, utc
 
 T = TypeVar("T")
@@ -31,85 +32,6 @@ AsyncConn = psycopg.AsyncConnection[tuple[Any, ...]]
 
 OPERATION_TIMEOUT_S = 10.0
 """An operation taking longer than this counts as a lost connection (a silent network)."""
-
-
-# --- statements ------------------------------------------------------------------------
-
-_HEARTBEAT = """
-    INSERT INTO nodes AS n (name, host, pid, tags, lease, definitions, running, capacity,
-                            started_at, heartbeat_at, stopped_at)
-    VALUES (%(node)s, %(host)s, %(pid)s, %(tags)s, %(lease)s, %(definitions)s, %(running)s,
-            %(capacity)s, clock_timestamp(), clock_timestamp(), NULL)
-    ON CONFLICT (name) DO UPDATE SET host = excluded.host, pid = excluded.pid,
-        tags = excluded.tags, lease = excluded.lease, definitions = excluded.definitions,
-        running = excluded.running, capacity = excluded.capacity,
-        heartbeat_at = excluded.heartbeat_at, stopped_at = NULL,
-        started_at = CASE WHEN %(joining)s THEN excluded.started_at ELSE n.started_at END
-"""
-_CLAIM = """
-    WITH busy AS (
-        SELECT scheduled_at, node FROM claims
-        WHERE job = %(job)s AND status = 'running' AND scheduled_at <> %(slot)s
-          AND lease_until > clock_timestamp()
-        ORDER BY scheduled_at DESC LIMIT 1),
-    stop AS (
-        UPDATE claims SET stop_reason = %(stop_reason)s
-        WHERE %(replace)s AND job = %(job)s AND status = 'running' AND scheduled_at < %(slot)s
-          AND lease_until > clock_timestamp()
-          AND NOT EXISTS (SELECT 1 FROM claims WHERE job = %(job)s AND scheduled_at = %(slot)s)
-        RETURNING 1),
-    claimed AS (
-        INSERT INTO claims (job, scheduled_at, node, token, status, claimed_at, lease_until)
-        SELECT %(job)s, %(slot)s, %(node)s, %(token)s,
-               CASE WHEN %(forbid)s AND EXISTS (SELECT 1 FROM busy) THEN 'skipped'
-                    ELSE 'running' END,
-               clock_timestamp(), clock_timestamp() + %(lease)s
-        ON CONFLICT (job, scheduled_at) DO NOTHING
-        RETURNING status)
-    SELECT status, (SELECT scheduled_at FROM busy), (SELECT node FROM busy) FROM claimed
-    UNION ALL  -- the row an earlier try of ours committed, if its answer was lost
-    SELECT status, NULL, NULL FROM claims
-    WHERE job = %(job)s AND scheduled_at = %(slot)s AND token = %(token)s
-"""
-_MINE = "SELECT status FROM claims WHERE job = %s AND scheduled_at = %s AND token = %s"
-_RENEW = """
-    UPDATE claims SET lease_until = clock_timestamp() + %(lease)s
-    WHERE status = 'running' AND token = ANY(%(tokens)s)
-    RETURNING token, stop_reason
-"""
-_EXPIRED = """
-    SELECT c.job, c.scheduled_at, c.node, c.attempt, c.started_at, c.lease_until FROM claims c
-    WHERE c.status = 'running' AND c.lease_until < clock_timestamp()
-      AND NOT EXISTS (SELECT 1 FROM nodes n WHERE n.name = c.node AND n.stopped_at IS NULL
-                      AND n.heartbeat_at + n.lease > clock_timestamp())
-    ORDER BY c.scheduled_at LIMIT 100
-"""
-_TAKE_OVER = """
-    UPDATE claims SET node = %(node)s, token = %(token)s, takeovers = takeovers + 1,
-        lease_until = clock_timestamp() + %(lease)s, attempt = 0, started_at = NULL,
-        pid = NULL, stop_reason = NULL
-    WHERE job = %(job)s AND scheduled_at = %(slot)s AND status = 'running'
-      AND lease_until < clock_timestamp()
-    RETURNING status
-"""
-_SET_STATUS = """
-    UPDATE claims SET status = %s, lease_until = least(lease_until, clock_timestamp())
-    WHERE job = %s AND scheduled_at = %s AND token = %s
-"""
-_CLAIM_ONCE = """
-    INSERT INTO claims (job, scheduled_at, node, token, status, claimed_at, lease_until)
-    VALUES (%s, %s, %s, gen_random_uuid(), %s, clock_timestamp(), clock_timestamp())
-    ON CONFLICT (job, scheduled_at) DO NOTHING RETURNING 1
-"""
-_BEGIN = (
-    "UPDATE claims SET attempt = %s, started_at = %s, pid = %s"
-    " WHERE job = %s AND scheduled_at = %s AND token = %s"
-)
-_PRUNE = """
-    DELETE FROM claims WHERE (job, scheduled_at) IN (
-        SELECT job, scheduled_at FROM claims
-        WHERE scheduled_at < clock_timestamp() - %s AND status <> 'running' LIMIT 5000)
-"""
 
 
 class ClusterDb:
@@ -173,7 +95,7 @@ class ClusterDb:
         }
 
         async def op(conn: AsyncConn) -> Beat:
-            await conn.execute(_HEARTBEAT, params)
+            await conn.execute(sql.HEARTBEAT, params)
             nodes = [node_row(row) for row in await (await conn.execute(NODES)).fetchall()]
             live = tuple(node for node in nodes if node.live)
             current, set_by = await _definitions(conn, self.node, definitions, live)
@@ -207,7 +129,7 @@ class ClusterDb:
         }
 
         async def op(conn: AsyncConn) -> Claimed | None:
-            row = await (await conn.execute(_CLAIM, params)).fetchone()
+            row = await (await conn.execute(sql.CLAIM, params)).fetchone()
             if row is None:
                 return None
             status, busy_slot, busy_node = row
@@ -222,7 +144,7 @@ class ClusterDb:
             return {}
 
         async def op(conn: AsyncConn) -> dict[UUID, str | None]:
-            cursor = await conn.execute(_RENEW, {"tokens": list(tokens), "lease": lease})
+            cursor = await conn.execute(sql.RENEW, {"tokens": list(tokens), "lease": lease})
             return {token: why for token, why in await cursor.fetchall()}
 
         return await self._run("renewing leases", op, atomic=False)
@@ -231,7 +153,7 @@ class ClusterDb:
         """RUNNING claims whose lease ran out while their node stopped heartbeating."""
 
         async def op(conn: AsyncConn) -> list[Expired]:
-            rows = await (await conn.execute(_EXPIRED)).fetchall()
+            rows = await (await conn.execute(sql.EXPIRED)).fetchall()
             return [
                 Expired(
                     job=job,
@@ -256,10 +178,10 @@ class ClusterDb:
         }
 
         async def op(conn: AsyncConn) -> bool:
-            if await (await conn.execute(_TAKE_OVER, params)).fetchone():
+            if await (await conn.execute(sql.TAKE_OVER, params)).fetchone():
                 return True
             mine = await (
-                await conn.execute(_MINE, (item.job, item.scheduled_at, token))
+                await conn.execute(sql.MINE, (item.job, item.scheduled_at, token))
             ).fetchone()
             return mine is not None
 
@@ -288,13 +210,20 @@ class ClusterDb:
 
         return await self._run("reading last outcomes", op)
 
-    async def prune(self, *, keep: timedelta) -> None:
-        """Forget finished claims older than ``keep``: the ledger covers those slots."""
+    async def prune(self, *, keep: timedelta) -> int:
+        """Forget finished claims older than ``keep`` (the ledger covers those slots);
+        returns how many."""
 
-        async def op(conn: AsyncConn) -> None:
-            await conn.execute(_PRUNE, (keep,))
+        async def op(conn: AsyncConn) -> int:
+            total = 0
+            for _ in range(sql.PRUNE_BATCHES):
+                deleted = (await conn.execute(sql.PRUNE, (keep,))).rowcount
+                total += deleted
+                if deleted < sql.PRUNE_BATCH:
+                    break
+            return total
 
-        await self._run("pruning old claims", op)
+        return await self._run("pruning old claims", op, atomic=False)
 
     async def leave(self) -> None:
         async def op(conn: AsyncConn) -> None:
@@ -453,13 +382,13 @@ async def _apply(conn: AsyncConn, write: Write, node: str) -> None:
             await cursor.executemany(schema.ADVANCE_LEDGER, write.ledger)
     if write.begin is not None:
         attempt, started, pid = write.begin
-        await conn.execute(_BEGIN, (attempt, started, pid, write.job, write.slot, write.token))
+        await conn.execute(sql.BEGIN, (attempt, started, pid, write.job, write.slot, write.token))
     if write.claim_status is not None and write.token is not None:
         params = (write.claim_status.value, write.job, write.slot, write.token)
-        await conn.execute(_SET_STATUS, params)
+        await conn.execute(sql.SET_STATUS, params)
     elif write.claim_status is not None:
         once = (write.job, write.slot, node, write.claim_status.value)
-        if await (await conn.execute(_CLAIM_ONCE, once)).fetchone() is None:
+        if await (await conn.execute(sql.CLAIM_ONCE, once)).fetchone() is None:
             return  # another node claimed or recorded this slot: its record stands
     if write.history is not None:
         await conn.execute(schema.INSERT_HISTORY, schema.history_params(write.history, node=node))
