@@ -5,7 +5,6 @@ Exit codes: 0 success; 1 a job failed (after its retries); 2 usage, config or st
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import json
 import os
@@ -14,13 +13,11 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from cronplus import __version__, config, logs
-from cronplus.clock import SystemClock
-from cronplus.engine import Engine, SlotRun, compile_job
 from cronplus.model import (
     CronplusError,
     Crontab,
@@ -31,8 +28,11 @@ from cronplus.model import (
     iso_utc,
 )
 from cronplus.plan import first_in_minute
-from cronplus.runner import Runner
-from cronplus.state import SqliteStore, Store
+from cronplus.schedule import Schedule
+
+if TYPE_CHECKING:
+    from cronplus.engine import SlotRun
+    from cronplus.state import Store
 
 EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE = 0, 1, 2
 F = TypeVar("F", bound=Callable[..., Any])
@@ -107,7 +107,7 @@ def validate(ctx: Context, config_path: Path | None) -> None:
 def list_jobs(ctx: Context, config_path: Path | None, as_json: bool) -> None:
     """A table of jobs: schedule, its meaning, zone, next run and last outcome."""
     crontab = ctx.load(config_path)
-    now = SystemClock().now()
+    now = _now()
     last = _last_outcomes(crontab)
     rows = [_job_row(job, now, last.get(job.name)) for job in crontab.jobs]
     if as_json:
@@ -125,6 +125,8 @@ def open_store(crontab: Crontab, *, readonly: bool = False) -> Store:
         from cronplus.pg.store import PgStore
 
         return PgStore.open(crontab.settings.cluster.dsn, readonly=readonly)
+    from cronplus.sqlite_store import SqliteStore
+
     return SqliteStore.open(crontab.settings.state, readonly=readonly)
 
 
@@ -137,7 +139,7 @@ def _last_outcomes(crontab: Crontab) -> dict[str, str]:
 
 
 def _job_row(job: Job, now: datetime, last: str | None) -> dict[str, object]:
-    schedule = compile_job(job)
+    schedule = _compiled(job)
     upcoming = schedule.next_after(now) if job.enabled else None
     return {
         "job": job.name,
@@ -194,7 +196,7 @@ def next_fires(
     if until_text and count:
         raise UsageError("give --until or -n, not both")
     crontab = ctx.load(config_path)
-    after = parse_time(after_text) if after_text else SystemClock().now()
+    after = parse_time(after_text) if after_text else _now()
     until = parse_time(until_text) if until_text else None
     rows = []
     for job in _select(crontab, jobs):
@@ -214,7 +216,7 @@ MAX_UNTIL_FIRES = 100_000
 
 def _fires(job: Job, *, after: datetime, until: datetime | None, count: int) -> list[datetime]:
     fires: list[datetime] = []
-    for at in compile_job(job).iter_after(after):
+    for at in _compiled(job).iter_after(after):
         if (until is not None and at > until) or (until is None and len(fires) >= count):
             break
         if len(fires) >= MAX_UNTIL_FIRES:
@@ -252,16 +254,16 @@ def run_once(
     """One scheduling pass: run every job with a slot in the minute that holds --at."""
     crontab = ctx.load(config_path)
     ctx.setup_logs(crontab, log_format)
-    at = parse_time(at_text) if at_text else SystemClock().now()
+    at = parse_time(at_text) if at_text else _now()
     slots = []
     for job in _select(crontab, job_names):
-        slot = first_in_minute(compile_job(job), at) if job.enabled else None
+        slot = first_in_minute(_compiled(job), at) if job.enabled else None
         if slot is not None:
             slots.append((job, slot))
     if dry_run:
         _print_dry_run(at, slots, as_json)
         return
-    runs = asyncio.run(_run_slots(crontab, slots))
+    runs = _run_slots(crontab, slots)
     _finish_runs(at, runs, as_json)
 
 
@@ -284,32 +286,54 @@ def run_job(
     crontab = ctx.load(config_path)
     ctx.setup_logs(crontab, log_format)
     (job,) = _select(crontab, [job_name])
-    now = SystemClock().now().replace(microsecond=0)
+    now = _now().replace(microsecond=0)
     if via_daemon:
         answer = _ask_daemon(crontab, {"command": "run", "job": job_name}, timeout=None)
         _print_summaries(now, [answer], as_json)
         return
-    runs = asyncio.run(_run_slots(crontab, [(job, now)]))
+    runs = _run_slots(crontab, [(job, now)])
     _finish_runs(now, runs, as_json)
 
 
-async def _run_slots(crontab: Crontab, slots: list[tuple[Job, datetime]]) -> list[SlotRun]:
-    store = open_store(crontab)
-    try:
-        clock = SystemClock()
-        engine = Engine(
-            crontab,
-            store=store,
-            runner=Runner(),
-            clock=clock,
-            base_env=os.environ,
-            log=logs.EventLog(),
-        )
-        runs = engine.start_slots(slots, now=clock.now())
-        await engine.wait_idle()
-        return runs
-    finally:
-        store.close()
+def _run_slots(crontab: Crontab, slots: list[tuple[Job, datetime]]) -> list[SlotRun]:
+    # The engine, asyncio and the runner are imported by the commands that run jobs only:
+    # `validate` is most of its time importing, and needs none of them.
+    import asyncio
+
+    from cronplus.clock import SystemClock
+    from cronplus.engine import Engine
+    from cronplus.runner import Runner
+
+    async def run() -> list[SlotRun]:
+        store = open_store(crontab)
+        try:
+            clock = SystemClock()
+            engine = Engine(
+                crontab,
+                store=store,
+                runner=Runner(),
+                clock=clock,
+                base_env=os.environ,
+                log=logs.EventLog(),
+            )
+            runs = engine.start_slots(slots, now=clock.now())
+            await engine.wait_idle()
+            return runs
+        finally:
+            store.close()
+
+    return asyncio.run(run())
+
+
+def _now() -> datetime:
+    from cronplus.clock import SystemClock  # imports asyncio: only when a command needs now
+
+    return SystemClock().now()
+
+
+def _compiled(job: Job) -> Schedule:
+    """``engine.compile_job``, without importing the engine."""
+    return Schedule.for_job(job.schedule, zone=job.timezone, job_name=job.name)
 
 
 def _print_dry_run(at: datetime, slots: list[tuple[Job, datetime]], as_json: bool) -> None:
@@ -457,7 +481,7 @@ def db_migrate(ctx: Context, config_path: Path | None) -> None:
     """Create or upgrade the schema: the cluster's PostgreSQL database, else the SQLite file."""
     crontab = ctx.load(config_path)
     if crontab.settings.cluster is None:
-        from cronplus.sqlite_store import SCHEMA_VERSION
+        from cronplus.sqlite_store import SCHEMA_VERSION, SqliteStore
 
         SqliteStore.open(crontab.settings.state).close()  # opening to write migrates
         click.echo(f"{crontab.settings.state}: schema at version {SCHEMA_VERSION}")
