@@ -40,7 +40,7 @@ def crontab(
     jobs: int,
     schedule: str,
     command: str,
-    lease: str = "2s",
+    lease: str = "4s",  # long enough that a loaded host never looks dead
     overlap: str = "allow",
     tags: str = "[]",
     job_lines: tuple[str, ...] = (),
@@ -204,7 +204,7 @@ SLOW = 'echo "$CRONPLUS_RUN_ID $NODE" >> started.txt; sleep 3'
 def test_a_killed_nodes_slots_are_taken_over_after_its_lease_and_none_is_lost(
     cluster: Cluster,
 ) -> None:
-    cluster.write(jobs=12, schedule="*/2 * * * * *", command=SLOW)
+    cluster.write(jobs=12, schedule="*/2 * * * * *", command=SLOW, lease="2s")
     cluster.migrate()
     cluster.start()
     begin = now() + timedelta(seconds=2)
@@ -297,7 +297,7 @@ def test_replace_stops_the_old_run_on_whichever_node_it_runs(cluster: Cluster) -
     cluster.write(jobs=3, schedule="*/2 * * * * *", command=REPLACED, overlap="replace")
     cluster.migrate()
     cluster.start()
-    time.sleep(5)
+    time.sleep(7)  # three slots: the first two runs are replaced
     cluster.stop()
 
     store = PgStore.open(cluster.dsn, readonly=True)
