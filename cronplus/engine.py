@@ -20,6 +20,7 @@ from typing import Protocol
 from cronplus import plan, secrets
 from cronplus.clock import Clock
 from cronplus.events import NO_EVENTS, EngineEvents
+from cronplus.inflight import InFlight, Started
 from cronplus.logs import EventLog
 from cronplus.model import Crontab, Job, Outcome, Overlap, RunResult, Slot, iso_utc
 from cronplus.runner import ProcessResult, Runner, RunningProcess, command_for
@@ -156,6 +157,7 @@ class Engine:
         self._gate: SlotGate = gate or LocalGate()
         self._events = events
         self._store = store
+        self._in_flight = InFlight(store)
         self._runner = runner
         self._clock = clock
         self._base_env = dict(base_env)
@@ -395,12 +397,14 @@ class Engine:
             started_at = self._clock.now()
             process = self._runner.start(command_for(job, slot, attempt, self._base_env))
             run.process = process
-            attempt_id = self._store.begin_attempt(
-                job=job.name,
-                scheduled_at=run.slot,
-                attempt=attempt,
-                started_at=started_at,
-                pid=process.pid,
+            noted = self._in_flight.note(
+                Started(
+                    job=job.name,
+                    scheduled_at=run.slot,
+                    attempt=attempt,
+                    started_at=started_at,
+                    pid=process.pid,
+                )
             )
             self._events.attempt_started(
                 job=job, slot=slot, attempt=attempt, pid=process.pid, at=started_at
@@ -410,6 +414,7 @@ class Engine:
         finally:
             self._limiter.release()
         result = self._result(run, attempt, started_at, outcome)
+        attempt_id = await noted
         self._store.end_attempt(attempt_id, result, keep=self.crontab.settings.history_keep)
         run.results.append(result)
         if result.outcome.ok:

@@ -142,7 +142,12 @@ def job_environment(base: Mapping[str, str], job: Job, slot: Slot, attempt: int)
         raise ValueError(
             f"job_environment for job {job.name!r}: attempt must be >= 1, got {attempt}"
         )
-    env = {name: value for name, value in base.items() if not is_control_variable(name)}
+    # is_control_variable, inlined: this runs once per variable of every attempt of a burst.
+    env = {
+        name: value
+        for name, value in base.items()
+        if name not in CONTROL_VARIABLES and not name.startswith(CONTROL_PREFIXES)
+    }
     if job.user is not None:
         env.update(accounts.environment(job.user))
     env.update(job.env)
