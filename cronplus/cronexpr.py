@@ -150,7 +150,8 @@ def _parse_item(index: int, item: str, job_name: str) -> int:
             raise _error(index, f"range {base} runs backwards; expected low-high")
     elif base not in ("*", "?"):
         low = _value(index, base, item)
-        high = high if slash else low
+        # 7/2 in day-of-week starts past the 0-6 span: it still means Sunday (7), stepped.
+        high = max(high, low) if slash else low
     return sum(1 << value for value in range(low, high + 1, step))
 
 

@@ -75,7 +75,7 @@ def plain_values(item: str, field_number: int, job_name: str) -> set[int]:
             high = 7
     else:
         low = number(item, field_number)
-        high = STAR[field_number][1] if has_step else low
+        high = max(STAR[field_number][1], low) if has_step else low  # 7/2: Sunday
     values = set(range(low, high + 1, step))
     if field_number == 5 and 7 in values:
         values = (values - {7}) | {0}

@@ -686,3 +686,14 @@ def test_only_schedule_imports_the_cron_expression_module() -> None:
         )
     ]
     assert importers == ["cronplus/schedule.py"]
+
+
+@pytest.mark.parametrize(
+    ("expression", "first"),
+    [("0 12 * * 7/1", "2026-01-04T12:00:00+00:00"), ("0 12 * * 7/3", "2026-01-04T12:00:00+00:00")],
+    ids=["sunday-as-7-stepped-by-1", "sunday-as-7-stepped-by-3"],
+)
+def test_a_day_of_week_step_from_7_means_sunday(expression: str, first: str) -> None:
+    schedule = Schedule.parse(expression, zone=ZoneInfo("UTC"), job_name="s")
+    after = datetime(2026, 1, 1, tzinfo=UTC)
+    assert schedule.next_after(after).isoformat() == first
