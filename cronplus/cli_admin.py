@@ -1,0 +1,192 @@
+"""The commands that look after an installation: daemon, status, db, cluster, service.
+
+Each imports the daemon, the control socket, the stores or the service templates inside
+its body, so ``validate`` (which imports this module to register them) pays for none.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cronplus import config
+from cronplus.cli_context import (
+    Context,
+    ask_daemon,
+    config_option,
+    format_table,
+    log_format_option,
+    pass_context,
+)
+from cronplus.model import UsageError, iso_utc
+
+
+@click.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def status(ctx: Context, config_path: Path | None, as_json: bool) -> None:
+    """The running daemon: uptime, last reload, next runs, running attempts, queue."""
+    from cronplus import control
+
+    answer = ask_daemon(ctx.load(config_path), {"command": "status"}, timeout=10.0)
+    click.echo(json.dumps(answer, indent=2) if as_json else control.format_status(answer))
+
+
+@click.command()
+@config_option
+@log_format_option
+@pass_context
+def daemon(ctx: Context, config_path: Path | None, log_format: str | None) -> None:
+    """The long-running scheduler (stop with SIGTERM, reload with SIGHUP)."""
+    from cronplus import forkload
+
+    path = ctx.path(config_path)
+    # The parse's garbage stays out of the daemon's heap; the daemon's imports meanwhile.
+    crontab = forkload.load(path, meanwhile=partial(importlib.import_module, "cronplus.daemon"))
+    ctx.setup_logs(crontab, log_format)
+    from cronplus.daemon import run_daemon
+
+    sys.exit(run_daemon(path, crontab, env=os.environ))
+
+
+@click.group()
+def db() -> None:
+    """The state database's schema."""
+
+
+@db.command("migrate")
+@config_option
+@pass_context
+def db_migrate(ctx: Context, config_path: Path | None) -> None:
+    """Create or upgrade the schema: the cluster's PostgreSQL database, else the SQLite file."""
+    crontab = ctx.load(config_path)
+    if crontab.settings.cluster is None:
+        from cronplus.sqlite_store import SCHEMA_VERSION, SqliteStore
+
+        SqliteStore.open(crontab.settings.state).close()  # opening to write migrates
+        click.echo(f"{crontab.settings.state}: schema at version {SCHEMA_VERSION}")
+        return
+    from cronplus.pg import schema
+
+    dsn = crontab.settings.cluster.dsn
+    before, after = schema.migrate(dsn)
+    was = f"was {before}" if before != after else "already"
+    click.echo(f"{schema.describe_dsn(dsn)}: schema at version {after} ({was})")
+
+
+@click.group("cluster")
+def cluster_group() -> None:
+    """The nodes sharing one PostgreSQL database (settings.cluster)."""
+
+
+@cluster_group.command("status")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def cluster_status(ctx: Context, config_path: Path | None, as_json: bool) -> None:
+    """Nodes, their heartbeats, tags and running jobs; whether their job definitions agree."""
+    from cronplus.cluster import definitions_hash
+    from cronplus.pg.store import cluster_status as read_status
+
+    crontab = ctx.load(config_path)
+    if crontab.settings.cluster is None:
+        raise UsageError(f"{crontab.path}: settings.cluster is not set; there is no cluster")
+    status = read_status(crontab.settings.cluster.dsn)
+    body = _status_body(status, mine=definitions_hash(crontab.jobs))
+    if as_json:
+        click.echo(json.dumps(body, indent=2))
+        return
+    headers = ["NODE", "STATE", "HEARTBEAT", "HOST", "PID", "TAGS", "DEFINITIONS", "RUNNING"]
+    click.echo(format_table(headers, [_status_cells(node) for node in body["nodes"]]))
+    click.echo(
+        f"cluster definitions: {body['definitions']} (set by {body['set_by']});"
+        f" this file: {body['this_file']}"
+    )
+
+
+def _status_body(status: Any, *, mine: str) -> dict[str, Any]:
+    def state(node: Any) -> str:
+        return "live" if node.live else "stopped" if node.stopped else "lost"
+
+    running = [
+        {
+            "node": r.node,
+            "job": r.job,
+            "scheduled_at": iso_utc(r.scheduled_at),
+            "attempt": r.attempt,
+            "started_at": iso_utc(r.started_at) if r.started_at else None,
+        }
+        for r in status.running
+    ]
+    nodes = [
+        {
+            "node": n.name,
+            "state": state(n),
+            "heartbeat_age_s": round(n.heartbeat_age_s, 1),
+            "host": n.host,
+            "pid": n.pid,
+            "tags": sorted(n.tags),
+            "definitions": n.definitions[:12],
+            "agrees": n.definitions == status.definitions,
+            "running": [r for r in running if r["node"] == n.name],
+        }
+        for n in status.nodes
+    ]
+    short = status.definitions[:12] if status.definitions else None
+    return {
+        "definitions": short,
+        "set_by": status.definitions_set_by,
+        "this_file": mine[:12],
+        "nodes": nodes,
+    }
+
+
+def _status_cells(node: dict[str, Any]) -> list[str]:
+    runs = ", ".join(f"{r['job']}@{r['scheduled_at']}" for r in node["running"])
+    agrees = "" if node["agrees"] else " (differs)"
+    return [
+        node["node"],
+        node["state"],
+        f"{node['heartbeat_age_s']}s ago",
+        node["host"],
+        str(node["pid"]),
+        ",".join(node["tags"]) or "-",
+        node["definitions"] + agrees,
+        f"{len(node['running'])}" + (f": {runs}" if runs else ""),
+    ]
+
+
+@click.group()
+def service() -> None:
+    """Install cronplus as a systemd or launchd service."""
+
+
+@service.command("install")
+@config_option
+@click.option("--user", "kind", flag_value="user", default=True, help="A systemd user unit.")
+@click.option("--system", "kind", flag_value="system", help="A systemd system unit.")
+@click.option("--launchd", "kind", flag_value="launchd", help="A launchd LaunchAgent.")
+@pass_context
+def service_install(ctx: Context, config_path: Path | None, kind: str) -> None:
+    """Write the unit (or plist) with this installation's absolute paths."""
+    from cronplus import service as services
+
+    path = ctx.path(config_path)
+    config.load(path)  # never install a service on a broken crontab
+    chosen: services.ServiceKind = "user" if kind == "user" else "system"
+    if kind == "launchd":
+        chosen = "launchd"
+    written = services.install(
+        chosen, executable=services.locate_executable(), config=path, home=Path.home()
+    )
+    click.echo(f"wrote {written}")
+    for command in services.next_commands(chosen, written):
+        click.echo(f"  {command}")
