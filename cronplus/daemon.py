@@ -16,8 +16,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from cronplus import config, plan
+from cronplus.admission import SlotGate
 from cronplus.clock import Clock, SystemClock
-from cronplus.engine import Engine, SlotGate
+from cronplus.engine import Engine
 from cronplus.logs import EventLog
 from cronplus.model import ConfigError, Crontab, iso_utc
 from cronplus.observe import Observatory

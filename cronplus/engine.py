@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import heapq
 import random
-from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
 
-from cronplus import plan, secrets
+from cronplus import plan, runlog, secrets
+from cronplus.admission import Limiter, LocalGate, SlotGate
 from cronplus.clock import Clock
 from cronplus.events import NO_EVENTS, EngineEvents
 from cronplus.inflight import InFlight, Started
@@ -26,52 +25,6 @@ from cronplus.model import Crontab, Job, Outcome, Overlap, RunResult, Slot, iso_
 from cronplus.runner import ProcessResult, Runner, RunningProcess, command_for
 from cronplus.schedule import Schedule
 from cronplus.state import Store
-
-
-class Limiter:
-    """A FIFO queue in front of ``max_concurrent`` running attempts; the limit can change."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.active = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    @property
-    def queued(self) -> int:
-        return sum(1 for waiter in self._waiters if not waiter.done())
-
-    @property
-    def full(self) -> bool:
-        """An ``acquire`` now would wait."""
-        return self.active >= self.limit or bool(self._waiters)
-
-    async def acquire(self) -> None:
-        if self.active < self.limit and not self._waiters:
-            self.active += 1
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.release()  # granted just as we were cancelled: pass the place on
-            raise
-
-    def release(self) -> None:
-        self.active -= 1
-        self._wake()
-
-    def set_limit(self, limit: int) -> None:
-        self.limit = limit
-        self._wake()
-
-    def _wake(self) -> None:
-        while self._waiters and self.active < self.limit:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                self.active += 1
-                waiter.set_result(None)
 
 
 @dataclass(eq=False)
@@ -108,33 +61,6 @@ class JobState:
 
 def compile_job(job: Job) -> Schedule:
     return Schedule.for_job(job.schedule, zone=job.timezone, job_name=job.name)
-
-
-class SlotClaim(Protocol):
-    """Leave to run one slot; released once its attempts and retries are over."""
-
-    def release(self, *, started: bool) -> None:
-        """``started``: an attempt ran; else the slot was given up before (a shutdown)."""
-        ...
-
-
-class SlotGate(Protocol):
-    """May this process start a slot? Always on one host; in a cluster, only once it has
-    claimed the slot in the shared database (``node.Node``)."""
-
-    async def claim(self, job: Job, slot: datetime) -> SlotClaim | None:
-        """The claim, or None: another node runs the slot, or this one may not."""
-        ...
-
-
-class LocalGate:
-    """One host: every slot is this process's to run."""
-
-    async def claim(self, job: Job, slot: datetime) -> SlotClaim | None:
-        return self
-
-    def release(self, *, started: bool) -> None:
-        pass
 
 
 class Engine:
@@ -368,7 +294,7 @@ class Engine:
                 finished_at=result.finished_at,
                 next_slot=state.schedule.next_after(run.slot),
             )
-            self._report_failure(run, result, retry_at=retry)
+            runlog.log_failure(self._log, run.job, result, retry_at=retry)
             self._events.attempt_finished(job=run.job, result=result, retry_at=retry, stopped=False)
             if retry is None:
                 return
@@ -418,11 +344,7 @@ class Engine:
         self._store.end_attempt(attempt_id, result, keep=self.crontab.settings.history_keep)
         run.results.append(result)
         if result.outcome.ok:
-            self._log.info(
-                "attempt_succeeded",
-                f"job {job.name} succeeded",
-                **_fields(result, total=job.retry.retries + 1),
-            )
+            runlog.log_succeeded(self._log, job, result)
         return result
 
     def _result(
@@ -496,92 +418,18 @@ class Engine:
         self._limiter.set_limit(crontab.settings.max_concurrent)
         return added, removed, changed
 
-    # --- records and log lines -----------------------------------------------------
+    # --- records of slots that did not run -----------------------------------------
 
     def _record_skip(self, job: Job, slot: datetime, *, now: datetime, busy: SlotRun) -> None:
-        result = RunResult(
-            job=job.name,
-            scheduled_at=slot,
-            attempt=0,
-            started_at=now,
-            finished_at=now,
-            outcome=Outcome.SKIPPED_OVERLAP,
-            reason=f"the run of {iso_utc(busy.slot)} is still alive (overlap: forbid)",
-        )
+        result = runlog.skipped(job, slot, busy_slot=busy.slot, now=now)
         self._store.record(result, keep=self.crontab.settings.history_keep)
         self._events.slots_missed(job=job, result=result, count=1)
-        self._log.warning(
-            "skipped_overlap",
-            f"job {job.name}: slot skipped, the previous run is still alive",
-            **_fields(result, total=job.retry.retries + 1),
-        )
+        runlog.log_skipped(self._log, job, result)
 
     def _report_missed(self, job: Job, decision: plan.Pending, *, now: datetime) -> None:
-        if decision.missed == 0 or decision.missed_until is None:
+        result = runlog.missed(job, decision, now=now)
+        if result is None:
             return
-        first = iso_utc(decision.missed_from) if decision.missed_from else "?"
-        reason = (
-            f"{decision.missed} slot(s) missed from {first} to {iso_utc(decision.missed_until)}"
-        )
-        result = RunResult(
-            job=job.name,
-            scheduled_at=decision.missed_until,
-            attempt=0,
-            started_at=now,
-            finished_at=now,
-            outcome=Outcome.MISSED,
-            reason=f"{reason} (catchup: {job.catchup})",
-        )
         self._store.record(result, keep=self.crontab.settings.history_keep)
         self._events.slots_missed(job=job, result=result, count=decision.missed)
-        self._log.warning(
-            "missed",
-            f"job {job.name}: {reason} while the daemon was down, asleep or the clock jumped",
-            job=job.name,
-            missed=decision.missed,
-            first=first,
-            last=iso_utc(decision.missed_until),
-            catchup=str(job.catchup),
-        )
-
-    def _report_failure(
-        self, run: SlotRun, result: RunResult, *, retry_at: datetime | None
-    ) -> None:
-        job = run.job
-        total = job.retry.retries + 1
-        local = run.slot.astimezone(job.timezone).isoformat()
-        how = (
-            f"signal {result.signal}"
-            if result.signal is not None
-            else f"exit {result.exit_code}"
-            if result.exit_code is not None
-            else result.reason or str(result.outcome)
-        )
-        head = (
-            f"job {job.name} {result.outcome} (attempt {result.attempt}/{total}, {how}, "
-            f"{result.duration_s:.2f}s), slot {iso_utc(run.slot)} ({local} local)"
-        )
-        fields = _fields(result, total=total) | {"local": local, "stderr_tail": result.stderr_tail}
-        if retry_at is not None:
-            wait = (retry_at - result.finished_at).total_seconds()
-            self._log.warning("attempt_failed", f"{head}; retry in {wait:g}s", **fields)
-            return
-        self._log.warning("attempt_failed", head, **fields)
-        dropped = result.attempt <= job.retry.retries
-        why = "its next slot comes before the retry" if dropped else "no retries left"
-        self._log.error("run_failed", f"job {job.name} failed: {why}", **fields)
-
-
-def _fields(result: RunResult, *, total: int) -> dict[str, object]:
-    return {
-        "job": result.job,
-        "run_id": result.run_id,
-        "scheduled_at": iso_utc(result.scheduled_at),
-        "attempt": result.attempt,
-        "max_attempts": total,
-        "outcome": str(result.outcome),
-        "exit_code": result.exit_code,
-        "signal": result.signal,
-        "duration_s": result.duration_s,
-        "reason": result.reason or None,
-    }
+        runlog.log_missed(self._log, job, decision)
