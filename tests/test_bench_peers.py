@@ -48,7 +48,6 @@ FIGURE = re.compile(r"^(\d[\d,]*\.\d+ (s|MB|ms)|–)$")
 def test_the_peers_bench_measures_cronplus_alone_and_writes_only_its_section(
     tmp_path: Path,
 ) -> None:
-    pytest.importorskip("matplotlib")  # the `bench` extra; `make bench` installs it
     results = tmp_path / "RESULTS.md"
     results.write_text("# Benchmark results\n\n## daemon\n\nkept as it is\n")
     done = subprocess.run(

@@ -272,7 +272,8 @@ def test_a_node_whose_job_definitions_differ_refuses_to_claim_until_they_agree(
 
 def test_run_on_keeps_a_job_on_the_nodes_with_its_tag(cluster: Cluster) -> None:
     for name, tags in (("a", "[gpu]"), ("b", "[]"), ("c", "[arm]")):
-        text = crontab(name, jobs=4, schedule="* * * * * *", command=START, tags=tags)
+        # 11 untagged jobs x 3 slots: each node is someone's first choice many times over
+        text = crontab(name, jobs=12, schedule="* * * * * *", command=START, tags=tags)
         cluster.nodes[name].config.write_text(
             text.replace("  job-03:", "  job-03:\n    run_on: [gpu]")
         )
