@@ -23,6 +23,7 @@ from cronplus.state import (
     Migration,
     check_keep,
     from_micros,
+    history_values,
     interrupted_result,
     to_micros,
 )
@@ -112,21 +113,8 @@ _LAST_OUTCOMES = """
 """
 
 
-def _history_params(result: RunResult) -> tuple[Any, ...]:
-    return (
-        result.run_id,
-        result.job,
-        to_micros(result.scheduled_at, f"scheduled_at of {result.job}"),
-        result.attempt,
-        to_micros(result.started_at, f"started_at of {result.job}"),
-        to_micros(result.finished_at, f"finished_at of {result.job}"),
-        result.outcome.value,
-        result.exit_code,
-        result.signal,
-        result.duration_s,
-        result.stderr_tail,
-        result.reason,
-    )
+def _history_params(result: RunResult) -> tuple[object, ...]:
+    return history_values(result, to_micros)
 
 
 def _history_query(*, job: str | None, failed_only: bool) -> str:

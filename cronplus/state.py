@@ -17,7 +17,7 @@ recover; cronplus never replaces or deletes it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
@@ -31,6 +31,7 @@ __all__ = [
     "Store",
     "check_keep",
     "from_micros",
+    "history_values",
     "interrupted_result",
     "to_micros",
 ]
@@ -105,6 +106,27 @@ def to_micros(instant: datetime, what: str) -> int:
 def from_micros(micros: int) -> datetime:
     """The aware UTC instant ``to_micros`` made ``micros`` of."""
     return _EPOCH + micros * _MICROSECOND
+
+
+def history_values(
+    result: RunResult, instant: Callable[[datetime, str], object]
+) -> tuple[object, ...]:
+    """A history row's values in the column order every store inserts them; ``instant``
+    turns a datetime into the store's own type (and rejects a naive one)."""
+    return (
+        result.run_id,
+        result.job,
+        instant(result.scheduled_at, f"scheduled_at of {result.job}"),
+        result.attempt,
+        instant(result.started_at, f"started_at of {result.job}"),
+        instant(result.finished_at, f"finished_at of {result.job}"),
+        result.outcome.value,
+        result.exit_code,
+        result.signal,
+        result.duration_s,
+        result.stderr_tail,
+        result.reason,
+    )
 
 
 def check_keep(keep: int) -> None:

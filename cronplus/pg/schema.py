@@ -22,7 +22,7 @@ from psycopg import conninfo
 
 from cronplus.cluster import NodeRow
 from cronplus.model import Outcome, RunResult, StateError
-from cronplus.state import Migration, to_micros
+from cronplus.state import Migration, history_values, to_micros
 
 CONNECT_TIMEOUT_S = 5
 """Seconds a first connection may take before the database counts as unreachable."""
@@ -232,22 +232,8 @@ NODES = """
 """
 
 
-def history_params(result: RunResult, *, node: str = "") -> tuple[Any, ...]:
-    return (
-        result.run_id,
-        result.job,
-        checked(result.scheduled_at, f"scheduled_at of {result.job}"),
-        result.attempt,
-        checked(result.started_at, f"started_at of {result.job}"),
-        checked(result.finished_at, f"finished_at of {result.job}"),
-        result.outcome.value,
-        result.exit_code,
-        result.signal,
-        result.duration_s,
-        result.stderr_tail,
-        result.reason,
-        node,
-    )
+def history_params(result: RunResult, *, node: str = "") -> tuple[object, ...]:
+    return (*history_values(result, checked), node)
 
 
 def result_of(row: tuple[Any, ...]) -> RunResult:
