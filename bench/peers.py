@@ -252,13 +252,16 @@ class StampedRun:
         return (self.folder / "daemon.log").read_bytes()[-size:].decode(errors="replace")
 
     def stop(self) -> None:
-        """SIGTERM, SIGKILL after a grace; either way the daemon is gone."""
+        """SIGTERM, SIGKILL after a grace; either way the daemon is gone.
+
+        yacron reads SIGTERM between its parses only: with 10,000 jobs, minutes later.
+        """
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(STOP_GRACE)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise PeerError(f"{self.folder.name}: no exit {STOP_GRACE:g} s after SIGTERM") from None
+            return
         self._forget()
 
     def kill(self) -> None:
