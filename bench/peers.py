@@ -47,6 +47,8 @@ from gen import EXPRESSIONS, ZONES
 YACRON_VERSION = "0.19.0"
 PEERS_DIR = DEFAULT_BUILD_DIR / "peers"
 CRON = Path("/usr/sbin/cron")
+CRON_FILE_JOBS = 1000
+"""Jobs per file in Debian cron's ``/etc/cron.d``: it ignores a file of over 10,000."""
 PORTABLE = tuple(e for e in EXPRESSIONS if not re.search(r"[HLW#]", e))
 """gen.py's expressions that every daemon reads: Debian cron has no H, L, W or #."""
 STOP_GRACE = 30.0
@@ -339,12 +341,16 @@ class DebianCron:
         for place in (spool, crond, run):
             place.mkdir(mode=0o700)
         (folder / "crontab").write_text("")
-        # cron reads only root-owned files that no one else may write, named without dots.
+        # cron reads only root-owned files that no one else may write, named without dots,
+        # and ignores a whole file of more than 10,000 entries: a file per 1,000 jobs.
         head = 'SHELL=/bin/sh\nPATH=/usr/bin:/bin\nMAILTO=""\n'
-        ready = f"@reboot root {shlex.join(reboot_stamp(stamp, folder))}\n"
-        jobs = crond / "bench"
-        jobs.write_text(head + ready + (folder / "jobs.cron").read_text())
-        jobs.chmod(0o644)
+        lines = (folder / "jobs.cron").read_text().splitlines(keepends=True)
+        ready = [f"@reboot root {shlex.join(reboot_stamp(stamp, folder))}\n"]
+        parts = [lines[i : i + CRON_FILE_JOBS] for i in range(0, len(lines), CRON_FILE_JOBS)]
+        for number, part in enumerate([ready, *parts]):
+            jobs = crond / f"bench-{number:02d}"
+            jobs.write_text(head + "".join(part))
+            jobs.chmod(0o644)
         places = [str(p) for p in (spool, crond, folder / "crontab", run, self.executable)]
         argv = ["unshare", "--mount", "--propagation", "private", "--"]
         argv += ["sh", "-euc", _NAMESPACE, "bench-cron", *places]

@@ -107,7 +107,7 @@ def header(loadavg: str, names: Sequence[str], argv: Sequence[str]) -> str:
 
     versions = [f"cronplus {__version__}"]
     if "yacron" in names:
-        versions.append(f"yacron {YACRON_VERSION} (PyPI, in {PEERS_DIR.name}/yacron)")
+        versions.append(f"yacron {YACRON_VERSION} (PyPI, in bench/out/{PEERS_DIR.name}/yacron)")
     if "cron" in names:
         versions.append(f"Debian cron {cron_version()} (`cron -f` in a private mount namespace)")
     kernel = subprocess.run(["uname", "-r"], capture_output=True, text=True).stdout.strip()
