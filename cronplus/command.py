@@ -111,23 +111,38 @@ def is_control_variable(name: str) -> bool:
     return name in CONTROL_VARIABLES or name.startswith(CONTROL_PREFIXES)
 
 
+class PassedOn(dict[str, str]):
+    """The daemon's environment minus its control variables: what every job starts from.
+
+    Made once by ``passed_on``, so a burst does not filter the daemon's whole environment
+    again for each attempt (bench/RESULTS.md, "What bounds the burst").
+    """
+
+
+def passed_on(base: Mapping[str, str]) -> PassedOn:
+    """``base`` without the daemon's control variables."""
+    if isinstance(base, PassedOn):
+        return base
+    return PassedOn(
+        (name, value)
+        for name, value in base.items()
+        if name not in CONTROL_VARIABLES and not name.startswith(CONTROL_PREFIXES)
+    )
+
+
 def job_environment(base: Mapping[str, str], job: Job, slot: Slot, attempt: int) -> dict[str, str]:
     """The daemon's environment minus its control variables, plus the job's, plus ours.
 
     A job with ``user:`` gets that user's ``HOME``, ``USER`` and ``LOGNAME`` before its own
     ``env``. A job's own ``env`` may set anything, even a control variable, but not the
-    ``CRONPLUS_*`` variables: those are always cronplus's.
+    ``CRONPLUS_*`` variables: those are always cronplus's. ``base`` may already be
+    ``passed_on`` (the engine's, made once); then it is only copied.
     """
     if attempt < 1:
         raise ValueError(
             f"job_environment for job {job.name!r}: attempt must be >= 1, got {attempt}"
         )
-    # is_control_variable, inlined: this runs once per variable of every attempt of a burst.
-    env = {
-        name: value
-        for name, value in base.items()
-        if name not in CONTROL_VARIABLES and not name.startswith(CONTROL_PREFIXES)
-    }
+    env = dict(passed_on(base))
     if job.user is not None:
         env.update(accounts.environment(job.user))
     env.update(job.env)

@@ -22,7 +22,7 @@ from cronplus.events import NO_EVENTS, EngineEvents
 from cronplus.inflight import InFlight, Started
 from cronplus.logs import EventLog
 from cronplus.model import Crontab, Job, Outcome, Overlap, RunResult, Slot, iso_utc
-from cronplus.runner import ProcessResult, Runner, RunningProcess, command_for
+from cronplus.runner import ProcessResult, Runner, RunningProcess, command_for, passed_on
 from cronplus.schedule import Schedule
 from cronplus.state import Store
 
@@ -86,7 +86,7 @@ class Engine:
         self._in_flight = InFlight(store)
         self._runner = runner
         self._clock = clock
-        self._base_env = dict(base_env)
+        self._base_env = passed_on(base_env)  # filtered once, copied per attempt
         self._log = log
         self._rng = rng or random.Random()
         self._limiter = Limiter(crontab.settings.max_concurrent)

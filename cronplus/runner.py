@@ -41,6 +41,7 @@ from cronplus.command import (
     command_for,
     is_control_variable,
     job_environment,
+    passed_on,
     tail_text,
 )
 from cronplus.model import Outcome
@@ -61,6 +62,7 @@ __all__ = [
     "command_for",
     "is_control_variable",
     "job_environment",
+    "passed_on",
     "spawn_failure_reason",
     "tail_text",
     "watch_exit_pidfd",

@@ -33,6 +33,7 @@ from cronplus.runner import (
     RunningProcess,
     command_for,
     job_environment,
+    passed_on,
     tail_text,
     watch_exit_pidfd,
     watch_exit_thread,
@@ -254,6 +255,17 @@ def test_job_environment_strips_control_variables_and_adds_cronplus_ones() -> No
         "CRONPLUS_ATTEMPT": "2",
         "CRONPLUS_RUN_ID": SLOT.run_id,
     }
+
+
+def test_a_passed_on_environment_is_filtered_once_and_gives_the_same_job_environment() -> None:
+    base = {"PATH": "/usr/bin", "LISTEN_FDS": "3", **CONTROL}
+    shared = passed_on(base)
+    assert shared == {"PATH": "/usr/bin"}
+    assert passed_on(shared) is shared  # already filtered: not copied again
+    env = job_environment(shared, JOB, SLOT, 1)
+    assert env == job_environment(base, JOB, SLOT, 1)
+    env["PATH"] = "/changed"
+    assert shared["PATH"] == "/usr/bin"  # each attempt gets its own copy
 
 
 def test_the_child_sees_cronplus_variables_and_no_control_variables() -> None:
