@@ -137,7 +137,10 @@ class Daemon:
             now, mono_now = self._clock.now(), self._clock.monotonic()
             self._note_jump(wall, now, mono, mono_now)
             wall, mono = now, mono_now
-            self.engine.tick(now)
+            if self.engine.tick(now):
+                # Let the started slots spawn before anything else, their jobs' next
+                # slots included (Engine._push_deferred).
+                await asyncio.sleep(0)
             self.observe.tick(now, mono_now)
             self._notifier.watchdog()
             if self._notifier.enabled:  # the status line is for systemd only; skip the work

@@ -26,6 +26,9 @@ from cronplus.runner import ProcessResult, Runner, RunningProcess, command_for, 
 from cronplus.schedule import Schedule
 from cronplus.state import Store
 
+ONE_SECOND = timedelta(seconds=1)
+"""Slots fall on whole seconds, so two slots of one job are at least this far apart."""
+
 
 @dataclass(eq=False)
 class SlotRun:
@@ -92,6 +95,8 @@ class Engine:
         self._limiter = Limiter(crontab.settings.max_concurrent)
         self._jobs: dict[str, JobState] = {}
         self._heap: list[tuple[datetime, str]] = []
+        self._unpushed: list[JobState] = []
+        """Jobs whose next slot the last tick left for after its starts."""
         self._runs: set[SlotRun] = set()
         self.stopping = False
 
@@ -124,8 +129,35 @@ class Engine:
         state.next_due = following or state.schedule.next_after(state.handled)
         heapq.heappush(self._heap, (state.next_due, state.job.name))
 
+    def _push_later(self, state: JobState) -> None:
+        """Queue the job's next slot once this turn's starts are done (``_push_deferred``)."""
+        state.next_due = None  # until then any heap entry of this job is stale
+        self._unpushed.append(state)
+
+    def _push_deferred(self) -> None:
+        """Queue the next slot of the jobs a tick started on time.
+
+        Finding a next slot can take 50 us (a yearly schedule in a zone with DST), which
+        for a burst of 1,000 jobs held back the first start by 50 ms; the tick leaves it to
+        this, which the loop calls after the started slots have spawned (and every public
+        reader calls first, so none sees a job without its next slot).
+        """
+        pending, self._unpushed = self._unpushed, []
+        following: dict[tuple[Schedule, datetime], datetime | None] = {}
+        for state in pending:
+            if state.next_due is not None or self._jobs.get(state.job.name) is not state:
+                continue  # queued again by a reload meanwhile, or removed
+            key = (state.schedule, state.handled)
+            if key not in following:
+                following[key] = state.schedule.next_after(state.handled)
+            self._push(state, following[key])
+
     def next_due(self) -> datetime | None:
         """The earliest instant any job is due (stale heap entries are dropped here)."""
+        self._push_deferred()
+        return self._earliest()
+
+    def _earliest(self) -> datetime | None:
         while self._heap:
             when, name = self._heap[0]
             state = self._jobs.get(name)
@@ -139,6 +171,7 @@ class Engine:
         return None if self.next_due() is None else self._heap[0]
 
     def jobs(self) -> list[JobState]:
+        self._push_deferred()
         return list(self._jobs.values())
 
     @property
@@ -151,16 +184,27 @@ class Engine:
     # --- the pass ------------------------------------------------------------------
 
     def tick(self, now: datetime) -> list[SlotRun]:
-        """Start everything due at ``now``; the ledger is committed before anything starts."""
+        """Start everything due at ``now``; the ledger is committed before anything starts.
+
+        The next slot of a job started on time is found after the starts (``next_due``).
+        """
+        self._push_deferred()
         decisions: list[tuple[JobState, plan.Pending, datetime | None]] = []
-        while (when := self.next_due()) is not None and when <= now:
+        while (when := self._earliest()) is not None and when <= now:
             _, name = heapq.heappop(self._heap)
             state = self._jobs[name]
-            after: datetime | None = state.schedule.next_after(when)
-            if after is not None and after > now and now - when < plan.ON_TIME:
-                # One on-time slot, and `when` is the first after `handled`: what
-                # plan.pending decides, without its searches (a burst's time per job).
+            state.next_due = None  # taken: a second heap entry for it (a reload's) is stale
+            after: datetime | None = None
+            if now - when < ONE_SECOND and when > state.handled:
+                # On time, and slots are whole seconds apart, so no later one is due yet:
+                # what plan.pending decides, without its searches (a burst's time per job).
                 decision = plan.Pending(run=(when,), missed=0, handled=when)
+            elif (
+                (after := state.schedule.next_after(when)) is not None
+                and after > now
+                and now - when < plan.ON_TIME
+            ):
+                decision = plan.Pending(run=(when,), missed=0, handled=when)  # as above
             else:
                 decision = plan.pending(state.job, state.schedule, handled=state.handled, now=now)
                 after = None
@@ -174,7 +218,10 @@ class Engine:
             started.extend(self._launch_in_order(state, decision.run, now=now))
             if decision.handled is not None:
                 state.handled = max(state.handled, decision.handled)
-            self._push(state, following)
+            if following is None:
+                self._push_later(state)
+            else:
+                self._push(state, following)
         return [run for run in started if run is not None]
 
     def start_slots(self, slots: Iterable[tuple[Job, datetime]], *, now: datetime) -> list[SlotRun]:
@@ -399,6 +446,7 @@ class Engine:
         A changed job keeps its running process and starts its new schedule from now; a
         removed job's running process finishes, its pending retries are dropped.
         """
+        self._push_deferred()
         old = {name: state.job for name, state in self._jobs.items()}
         new = {job.name: job for job in crontab.jobs if job.enabled}
         added = [name for name in new if name not in old]

@@ -410,3 +410,59 @@ def test_reload_keeps_unchanged_jobs_and_reports_the_diff(
         return diff
 
     assert asyncio.run(scenario()) == (["added"], ["drop"], ["change"])
+
+
+def test_a_tick_starts_on_time_slots_before_finding_their_next_slots(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    early = job("early", "0 * * * *", "true", tmp_path)
+    yearly = job("yearly", "0 0 1 1 *", "true", tmp_path, timezone=ZoneInfo("America/New_York"))
+    clock = FakeClock(utc("2026-01-01T04:59:59.5"))
+
+    async def scenario() -> tuple[list[str], list[str | None], datetime | None]:
+        eng = engine(crontab(tmp_path, early, yearly), store, clock)
+        eng.load_jobs(now=clock.now(), ledger={})
+        clock.advance(S / 2)  # 05:00:00 UTC: both due, on time
+        started = eng.tick(clock.now())
+        # Not searched yet: the tick left each job's next slot for after its starts.
+        pending = [
+            None if s.next_due is None else s.next_due.isoformat() for s in eng._jobs.values()
+        ]
+        following = eng.next_due()  # any reader queues them first
+        await eng.wait_idle()
+        return [run.job.name for run in started], pending, following
+
+    started, pending, following = asyncio.run(scenario())
+    assert started == ["early", "yearly"]
+    assert pending == [None, None]
+    assert following == utc("2026-01-01T06:00")  # early's next; yearly's is a year away
+    assert store.ledger() == {"early": utc("2026-01-01T05:00"), "yearly": utc("2026-01-01T05:00")}
+
+
+def test_a_reload_between_a_tick_and_its_deferred_next_slots_starts_no_slot_twice(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    every = job("every", "* * * * * *", "true", tmp_path, overlap=Overlap.ALLOW)
+    changed = replace(every, env={"CHANGED": "1"})  # same schedule, so the same next slot
+    clock = FakeClock(utc("2026-01-01T00:00"))
+
+    async def scenario() -> list[int]:
+        eng = engine(crontab(tmp_path, every), store, clock)
+        eng.load_jobs(now=clock.now(), ledger={})
+        counts = []
+        for step in range(3):
+            clock.advance(S)
+            counts.append(len(eng.tick(clock.now())))
+            if step == 0:
+                eng.reload(crontab(tmp_path, changed), now=clock.now())
+            counts.append(len(eng.tick(clock.now())))  # the same instant again: nothing
+        await eng.wait_idle()
+        return counts
+
+    assert asyncio.run(scenario()) == [1, 0, 1, 0, 1, 0]
+    slots = sorted(row.scheduled_at for row in store.history(job="every"))
+    assert slots == [
+        utc("2026-01-01T00:00:01"),
+        utc("2026-01-01T00:00:02"),
+        utc("2026-01-01T00:00:03"),
+    ]
