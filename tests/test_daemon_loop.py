@@ -27,21 +27,21 @@ def daemon_on(tmp_path: Path, text: str) -> Daemon:
     return Daemon(path, crontab, store=store, clock=SystemClock(), env=env)
 
 
-async def asleep(daemon: Daemon, task: asyncio.Task[None]) -> None:
-    """Until the loop sleeps (its 30 s cap: the only job is months away)."""
-    for _ in range(500):
-        if daemon._sleeper is task:
-            return
+async def asleep(tmp_path: Path) -> tuple[Daemon, asyncio.Task[None]]:
+    """A daemon on the idle crontab, once its loop sleeps (its 30 s cap: the only job is
+    months away), and the task that runs it."""
+    daemon = daemon_on(tmp_path, IDLE)
+    task = asyncio.create_task(daemon.run())
+    for _ in range(1000):
         await asyncio.sleep(0.01)
+        if daemon._sleeper is task:
+            return daemon, task
     raise AssertionError("the daemon's loop never went to sleep")
 
 
 def test_a_reload_cuts_a_long_sleep_short_and_the_new_job_runs(tmp_path: Path) -> None:
     async def scenario() -> list[str]:
-        daemon = daemon_on(tmp_path, IDLE)
-        task = asyncio.create_task(daemon.run())
-        await asyncio.sleep(0)
-        await asyncio.wait_for(asleep(daemon, task), 10)
+        daemon, task = await asleep(tmp_path)
         daemon.path.write_text(daemon.path.read_text().replace(IDLE, EVERY_SECOND))
         daemon.reload("test")
         store = SqliteStore.open(tmp_path / "state.db", readonly=True)
@@ -63,10 +63,7 @@ def test_a_reload_cuts_a_long_sleep_short_and_the_new_job_runs(tmp_path: Path) -
 
 def test_a_stop_ends_the_sleeping_loop_at_once(tmp_path: Path) -> None:
     async def scenario() -> float:
-        daemon = daemon_on(tmp_path, IDLE)
-        task = asyncio.create_task(daemon.run())
-        await asyncio.sleep(0)
-        await asyncio.wait_for(asleep(daemon, task), 10)
+        daemon, task = await asleep(tmp_path)
         loop = asyncio.get_running_loop()
         began = loop.time()
         daemon.stop("test")
@@ -78,10 +75,7 @@ def test_a_stop_ends_the_sleeping_loop_at_once(tmp_path: Path) -> None:
 
 def test_a_cancellation_that_is_not_a_wake_up_still_ends_the_loop(tmp_path: Path) -> None:
     async def scenario() -> None:
-        daemon = daemon_on(tmp_path, IDLE)
-        task = asyncio.create_task(daemon.run())
-        await asyncio.sleep(0)
-        await asyncio.wait_for(asleep(daemon, task), 10)
+        daemon, task = await asleep(tmp_path)
         daemon._wake_up()  # a wake-up and a real cancel in the same turn
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
