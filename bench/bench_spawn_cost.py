@@ -1,0 +1,168 @@
+"""What a start with capture pipes costs on this host, and what does not lower it.
+
+    python bench/bench_spawn_cost.py [-n 1000] [--repeats 5]
+
+Bare ``subprocess.Popen`` loops start N copies of bench/stamp.c (as the bursts run it), each
+in its own session with ``close_fds`` and a ``cwd``, as the runner starts a job, all in
+flight before any is reaped:
+
+- ``no pipes``: stdout and stderr to /dev/null;
+- ``pipes``: two fresh pipes a child whose read ends stay open until the end, as the
+  runner's do while a burst's children run;
+- ``pipes, read ends closed``: the same pipes, read ends closed at once: the descriptor
+  table stays small;
+- ``pipes + 2,000 open files``: as the last, beside 2,000 other open descriptors: what a
+  large table costs each ``vfork``, which copies it;
+- ``pipes, 2 threads`` and ``pipes, 3 threads``: the ``pipes`` loop shared by threads
+  (``fork_exec`` releases the GIL while the parent waits for the child's exec).
+
+Prints seconds from the first start to the last, median (min–max) over alternating repeats.
+bench/RESULTS.md (``## peers``, by hand) reads these figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench_runonce import DEFAULT_BUILD_DIR, build_stamp, markdown_table
+from bench_spawn import raise_fd_limit
+
+Started = tuple[subprocess.Popen[bytes], int | None, int | None]
+
+
+def start(argv: list[str], folder: Path, *, pipes: bool, keep: bool) -> Started:
+    """One child as the runner starts it; the read ends of its pipes if kept."""
+    if not pipes:
+        null = subprocess.DEVNULL
+        child = subprocess.Popen(
+            argv, stdin=null, stdout=null, stderr=null, cwd=folder, start_new_session=True
+        )
+        return child, None, None
+    out_read, out_write = os.pipe()
+    err_read, err_write = os.pipe()
+    child = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=out_write,
+        stderr=err_write,
+        cwd=folder,
+        start_new_session=True,
+        close_fds=True,
+    )
+    os.close(out_write)
+    os.close(err_write)
+    if keep:
+        return child, out_read, err_read
+    os.close(out_read)
+    os.close(err_read)
+    return child, None, None
+
+
+def loop(
+    argv: list[str], folder: Path, n: int, *, pipes: bool, keep: bool, ballast: int, threads: int
+) -> float:
+    """Seconds from the first start to the last; then every child is reaped."""
+    extra = [os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC) for _ in range(ballast)]
+    started: list[Started] = []
+    left = [n]
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                if not left[0]:
+                    return
+                left[0] -= 1
+            started.append(start(argv, folder, pipes=pipes, keep=keep))
+
+    gc.collect()
+    began = time.perf_counter()
+    helpers = [threading.Thread(target=work) for _ in range(threads - 1)]
+    for helper in helpers:
+        helper.start()
+    work()
+    for helper in helpers:
+        helper.join()
+    seconds = time.perf_counter() - began
+    for child, *reads in started:
+        child.wait()
+        for fd in reads:
+            if fd is not None:
+                os.close(fd)
+    for fd in extra:
+        os.close(fd)
+    return seconds
+
+
+WAYS: dict[str, dict[str, bool | int]] = {
+    "no pipes": {"pipes": False, "keep": False, "ballast": 0, "threads": 1},
+    "pipes": {"pipes": True, "keep": True, "ballast": 0, "threads": 1},
+    "pipes, read ends closed": {"pipes": True, "keep": False, "ballast": 0, "threads": 1},
+    "pipes + 2,000 open files": {"pipes": True, "keep": False, "ballast": 2000, "threads": 1},
+    "pipes, 2 threads": {"pipes": True, "keep": True, "ballast": 0, "threads": 2},
+    "pipes, 3 threads": {"pipes": True, "keep": True, "ballast": 0, "threads": 3},
+}
+
+
+def measure(n: int, repeats: int) -> dict[str, list[float]]:
+    stamp = build_stamp(DEFAULT_BUILD_DIR)
+    raise_fd_limit(3 * n + 2100)
+    with tempfile.TemporaryDirectory(prefix="bench-spawn-cost-") as tmp:
+        folder = Path(tmp)
+        argv = [str(stamp), str(folder / "stamps.txt")]
+
+        def way(options: dict[str, bool | int]) -> Callable[[int], float]:
+            def run(count: int) -> float:
+                return loop(
+                    argv,
+                    folder,
+                    count,
+                    pipes=bool(options["pipes"]),
+                    keep=bool(options["keep"]),
+                    ballast=int(options["ballast"]),
+                    threads=int(options["threads"]),
+                )
+
+            return run
+
+        ways = {name: way(options) for name, options in WAYS.items()}
+        for run in ways.values():  # warm up imports and the page cache
+            run(min(n, 20))
+        out: dict[str, list[float]] = {name: [] for name in ways}
+        for _ in range(repeats):
+            for name, run in ways.items():
+                out[name].append(run(n))
+    return out
+
+
+def table(results: dict[str, list[float]], n: int) -> str:
+    rows = [
+        [
+            name,
+            f"{statistics.median(s):.3f} ({min(s):.3f}–{max(s):.3f})",
+            f"{n / statistics.median(s):,.0f}",
+        ]
+        for name, s in results.items()
+    ]
+    return markdown_table(["loop", f"{n:,} starts, s", "starts/s"], rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=1000, help="children in flight (1000)")
+    parser.add_argument("--repeats", type=int, default=5, help="alternating rounds (5)")
+    args = parser.parse_args()
+    print(table(measure(args.n, args.repeats), args.n))
+
+
+if __name__ == "__main__":
+    main()
