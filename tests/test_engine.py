@@ -439,9 +439,12 @@ def test_a_tick_starts_on_time_slots_before_finding_their_next_slots(
     assert store.ledger() == {"early": utc("2026-01-01T05:00"), "yearly": utc("2026-01-01T05:00")}
 
 
-def test_a_reload_between_a_tick_and_its_deferred_next_slots_starts_no_slot_twice(
+def test_a_reload_that_changes_a_job_but_not_its_next_slot_starts_that_slot_once(
     tmp_path: Path, store: SqliteStore
 ) -> None:
+    # The reload queues the changed job's next slot while the tick's entry for that same
+    # slot is still queued; before 9b3115e both entries started it (overlap: allow ran it
+    # twice; forbid recorded a false skip).
     every = job("every", "* * * * * *", "true", tmp_path, overlap=Overlap.ALLOW)
     changed = replace(every, env={"CHANGED": "1"})  # same schedule, so the same next slot
     clock = FakeClock(utc("2026-01-01T00:00"))
