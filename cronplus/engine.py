@@ -195,16 +195,15 @@ class Engine:
             state = self._jobs[name]
             state.next_due = None  # taken: a second heap entry for it (a reload's) is stale
             after: datetime | None = None
-            if now - when < ONE_SECOND and when > state.handled:
-                # On time, and slots are whole seconds apart, so no later one is due yet:
-                # what plan.pending decides, without its searches (a burst's time per job).
+            # On time and the only slot due (under a second late there can be no later one:
+            # slots are whole seconds apart): what plan.pending decides, without its
+            # searches (a burst's time per job).
+            on_time = now - when < ONE_SECOND and when > state.handled
+            if not on_time:
+                after = state.schedule.next_after(when)
+                on_time = after is not None and after > now and now - when < plan.ON_TIME
+            if on_time:
                 decision = plan.Pending(run=(when,), missed=0, handled=when)
-            elif (
-                (after := state.schedule.next_after(when)) is not None
-                and after > now
-                and now - when < plan.ON_TIME
-            ):
-                decision = plan.Pending(run=(when,), missed=0, handled=when)  # as above
             else:
                 decision = plan.pending(state.job, state.schedule, handled=state.handled, now=now)
                 after = None
