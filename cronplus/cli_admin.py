@@ -46,8 +46,9 @@ def status(ctx: Context, config_path: Path | None, as_json: bool) -> None:
 @pass_context
 def daemon(ctx: Context, config_path: Path | None, log_format: str | None) -> None:
     """The long-running scheduler (stop with SIGTERM, reload with SIGHUP)."""
-    from cronplus import forkload
+    from cronplus import collector, forkload
 
+    collector.hold()  # start-up builds what lasts; Daemon.run settles it (collector.py)
     path = ctx.path(config_path)
     # The parse's garbage stays out of the daemon's heap; the daemon's imports meanwhile.
     crontab = forkload.load(path, meanwhile=partial(importlib.import_module, "cronplus.daemon"))

@@ -20,7 +20,6 @@ The same file models generate ``cronplus.schema.json`` (``python -m cronplus.con
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import os
 import sys
@@ -31,7 +30,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import TypeAdapter, ValidationError
 
-from cronplus import accounts, alertconfig, limits, permissions, secrets
+from cronplus import accounts, alertconfig, collector, limits, permissions, secrets
 from cronplus.config_errors import report
 from cronplus.config_fields import parse_duration
 from cronplus.config_models import (
@@ -281,7 +280,9 @@ def load(path: Path, *, env: Mapping[str, str] | None = None) -> Crontab:
 def loads(text: str | bytes, *, path: Path, env: Mapping[str, str]) -> Crontab:
     """Check crontab text; ``path`` names it in messages and anchors its relative paths."""
     file, folder = str(path), Path(os.path.abspath(path)).parent
-    with _gc_paused():
+    # A big crontab sets the collector off dozens of times (a third of the load time) to
+    # find nothing: these values hold no cycles, as an alias into its own anchor is refused.
+    with collector.paused():
         values = read_yaml(decode(text, file) if isinstance(text, bytes) else text, file)
         checked = None
         if values.root is not None or not values.issues:
@@ -297,20 +298,6 @@ def loads(text: str | bytes, *, path: Path, env: Mapping[str, str]) -> Crontab:
         if values.issues or checked is None:
             raise ConfigError(_hide_secrets(values))
         return _crontab(checked, path, folder, env)
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """A big crontab allocates containers by the hundred thousand, which sets off the cyclic
-    collector dozens of times (a third of the load time) to find nothing: the values built
-    here hold no cycles, as an alias into its own anchor is refused."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def schema() -> dict[str, object]:

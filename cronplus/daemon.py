@@ -9,13 +9,12 @@ SIGINT stop the jobs within ``shutdown_grace`` and exit 0.
 from __future__ import annotations
 
 import asyncio
-import gc
 import signal
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from cronplus import config, plan
+from cronplus import collector, config, plan
 from cronplus.admission import SlotGate
 from cronplus.clock import Clock, SystemClock
 from cronplus.engine import Engine
@@ -100,7 +99,7 @@ class Daemon:
         await self.observe.start(self.engine, now=now)
         # What start-up built lives as long as the daemon: out of the collector's sight,
         # a full collection in a burst walks the objects of that burst, not of every job.
-        gc.freeze()
+        collector.settle()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self.stop, "SIGINT")
@@ -137,10 +136,11 @@ class Daemon:
             now, mono_now = self._clock.now(), self._clock.monotonic()
             self._note_jump(wall, now, mono, mono_now)
             wall, mono = now, mono_now
-            if self.engine.tick(now):
-                # Let the started slots spawn before anything else, their jobs' next
-                # slots included (Engine._push_deferred).
-                await asyncio.sleep(0)
+            with collector.paused():  # a burst's tasks and processes leave no cycles
+                if self.engine.tick(now):
+                    # Let the started slots spawn before anything else, their jobs' next
+                    # slots included (Engine._push_deferred).
+                    await asyncio.sleep(0)
             self.observe.tick(now, mono_now)
             self._notifier.watchdog()
             if self._notifier.enabled:  # the status line is for systemd only; skip the work

@@ -1,17 +1,20 @@
-"""The daemon's loop in process: a long sleep is cut short by a reload or a stop, and a
-cancellation that is not the loop's own still ends it."""
+"""The daemon's loop in process: a long sleep is cut short by a reload or a stop, a
+cancellation that is not the loop's own still ends it, and the garbage collector keeps out
+of start-up and of a tick's starts."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from pathlib import Path
 
 import pytest
 
-from cronplus import config
+from cronplus import collector, config
 from cronplus.clock import SystemClock
 from cronplus.daemon import Daemon
+from cronplus.runner import Command, Runner, RunningProcess
 from cronplus.state import SqliteStore
 
 IDLE = "jobs:\n  later:\n    schedule: '0 0 1 1 *'\n    command: ['true']\n"
@@ -82,3 +85,43 @@ def test_a_cancellation_that_is_not_a_wake_up_still_ends_the_loop(tmp_path: Path
             await asyncio.wait_for(task, 10)
 
     asyncio.run(scenario())
+
+
+BURST = "  max_concurrent: 20\njobs:\n" + "".join(
+    f"  job{i}:\n    schedule: '* * * * * *'\n    command: ['true']\n" for i in range(20)
+)
+
+
+def test_the_collector_pauses_while_a_tick_starts_its_slots_and_runs_while_the_loop_sleeps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    collecting_at_start: list[bool] = []
+    start = Runner.start
+
+    def noting(runner: Runner, command: Command) -> RunningProcess:
+        collecting_at_start.append(gc.isenabled())
+        return start(runner, command)
+
+    monkeypatch.setattr(Runner, "start", noting)
+
+    async def scenario() -> tuple[bool, int]:
+        collector.hold()  # as `cronplus daemon` does before it imports and loads
+        daemon = daemon_on(tmp_path, BURST)
+        task = asyncio.create_task(daemon.run())
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if len(collecting_at_start) >= 40 and daemon._sleeper is task:
+                break
+        on_while_asleep, frozen = gc.isenabled(), gc.get_freeze_count()
+        daemon.stop("test")
+        await asyncio.wait_for(task, 10)
+        return on_while_asleep, frozen
+
+    try:
+        on_while_asleep, frozen = asyncio.run(scenario())
+    finally:
+        gc.enable()  # had the test failed before the daemon settled its start-up
+    assert len(collecting_at_start) >= 40  # two ticks of 20 slots
+    assert not any(collecting_at_start)
+    assert on_while_asleep
+    assert frozen > 0  # what start-up built is out of the collector's sight
