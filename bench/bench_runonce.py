@@ -52,11 +52,12 @@ from gen import crontab_text
 
 from cronplus import config, logs
 from cronplus.clock import SystemClock
-from cronplus.engine import Engine, compile_job
+from cronplus.engine import Engine
 from cronplus.model import LogFormat, iso_utc
 from cronplus.plan import first_in_minute
 from cronplus.runner import Command, Runner, RunningProcess
 from cronplus.state import SqliteStore
+from cronplus.timetable import compile_job
 
 BENCH = Path(__file__).resolve().parent
 STAMP_SOURCE = BENCH / "stamp.c"

@@ -18,7 +18,6 @@ import click
 
 from cronplus import config, logs
 from cronplus.model import Crontab, Job, LogFormat, UsageError
-from cronplus.schedule import Schedule
 
 if TYPE_CHECKING:
     from cronplus.state import Store
@@ -113,11 +112,6 @@ def now_utc() -> datetime:
     from cronplus.clock import SystemClock  # imports asyncio: only when a command needs now
 
     return SystemClock().now()
-
-
-def compiled(job: Job) -> Schedule:
-    """``engine.compile_job``, without importing the engine."""
-    return Schedule.for_job(job.schedule, zone=job.timezone, job_name=job.name)
 
 
 def select_jobs(crontab: Crontab, names: Sequence[str]) -> list[Job]:

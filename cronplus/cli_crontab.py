@@ -10,7 +10,6 @@ import click
 
 from cronplus.cli_context import (
     Context,
-    compiled,
     config_option,
     format_table,
     now_utc,
@@ -20,6 +19,7 @@ from cronplus.cli_context import (
     select_jobs,
 )
 from cronplus.model import Crontab, Job, UsageError, iso_utc
+from cronplus.timetable import compile_job
 
 MAX_UNTIL_FIRES = 100_000
 
@@ -61,7 +61,7 @@ def _last_outcomes(crontab: Crontab) -> dict[str, str]:
 
 
 def _job_row(job: Job, now: datetime, last: str | None) -> dict[str, object]:
-    schedule = compiled(job)
+    schedule = compile_job(job)
     upcoming = schedule.next_after(now) if job.enabled else None
     return {
         "job": job.name,
@@ -112,7 +112,7 @@ def next_fires(
 
 def _fires(job: Job, *, after: datetime, until: datetime | None, count: int) -> list[datetime]:
     fires: list[datetime] = []
-    for at in compiled(job).iter_after(after):
+    for at in compile_job(job).iter_after(after):
         if (until is not None and at > until) or (until is None and len(fires) >= count):
             break
         if len(fires) >= MAX_UNTIL_FIRES:

@@ -16,7 +16,6 @@ from cronplus.cli_context import (
     EXIT_JOB_FAILED,
     Context,
     ask_daemon,
-    compiled,
     config_option,
     format_table,
     log_format_option,
@@ -28,6 +27,7 @@ from cronplus.cli_context import (
 )
 from cronplus.model import Crontab, Job, RunResult, iso_utc
 from cronplus.plan import first_in_minute
+from cronplus.timetable import compile_job
 
 if TYPE_CHECKING:
     from cronplus.engine import SlotRun
@@ -56,7 +56,7 @@ def run_once(
     at = parse_time(at_text) if at_text else now_utc()
     slots = []
     for job in select_jobs(crontab, job_names):
-        slot = first_in_minute(compiled(job), at) if job.enabled else None
+        slot = first_in_minute(compile_job(job), at) if job.enabled else None
         if slot is not None:
             slots.append((job, slot))
     if dry_run:

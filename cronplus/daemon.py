@@ -139,7 +139,7 @@ class Daemon:
             with collector.paused():  # a burst's tasks and processes leave no cycles
                 if self.engine.tick(now):
                     # Let the started slots spawn before anything else, their jobs' next
-                    # slots included (Engine._push_deferred).
+                    # slots included (Timetable.push_later).
                     await asyncio.sleep(0)
             self.observe.tick(now, mono_now)
             self._notifier.watchdog()

@@ -1,15 +1,15 @@
 """The engine: plan -> run -> record, for the daemon loop, ``run-once`` and ``run`` alike.
 
-It owns the jobs' schedule heap, the runs in flight, the ``max_concurrent`` queue, retries
-and overlap. Decisions come from ``plan.py``; processes from ``runner.py``; time from a
-``Clock``; records go to a ``Store``. The daemon calls ``tick(now)`` from its loop, so a
-slot is due in exactly the same way whether the daemon or a test asks.
+It owns the runs in flight, the ``max_concurrent`` queue, retries and overlap; which job is
+due when is the ``Timetable``'s. Decisions come from ``plan.py``; processes from
+``runner.py``; time from a ``Clock``; records go to a ``Store``. The daemon calls
+``tick(now)`` from its loop, so a slot is due in exactly the same way whether the daemon or
+a test asks.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,8 +23,8 @@ from cronplus.inflight import InFlight, Started
 from cronplus.logs import EventLog
 from cronplus.model import Crontab, Job, Outcome, Overlap, RunResult, Slot, iso_utc
 from cronplus.runner import ProcessResult, Runner, RunningProcess, command_for, passed_on
-from cronplus.schedule import Schedule
 from cronplus.state import Store
+from cronplus.timetable import JobState, Timetable, compile_job
 
 ONE_SECOND = timedelta(seconds=1)
 """Slots fall on whole seconds, so two slots of one job are at least this far apart."""
@@ -50,20 +50,6 @@ class SlotRun:
     def alive(self) -> bool:
         waiting = self.waiting_retry or self.claiming
         return self.task is not None and not self.task.done() and not waiting
-
-
-@dataclass(eq=False)
-class JobState:
-    job: Job
-    schedule: Schedule
-    handled: datetime
-    """The newest slot decided on (run, skipped or missed): the ledger's value."""
-    next_due: datetime | None = None
-    runs: list[SlotRun] = field(default_factory=list)
-
-
-def compile_job(job: Job) -> Schedule:
-    return Schedule.for_job(job.schedule, zone=job.timezone, job_name=job.name)
 
 
 class Engine:
@@ -93,86 +79,26 @@ class Engine:
         self._log = log
         self._rng = rng or random.Random()
         self._limiter = Limiter(crontab.settings.max_concurrent)
-        self._jobs: dict[str, JobState] = {}
-        self._heap: list[tuple[datetime, str]] = []
-        self._unpushed: list[JobState] = []
-        """Jobs whose next slot the last tick left for after its starts."""
+        self._table = Timetable()
         self._runs: set[SlotRun] = set()
         self.stopping = False
 
-    # --- schedule bookkeeping ------------------------------------------------------
+    # --- the timetable ----------------------------------------------------------------
 
     def load_jobs(self, *, now: datetime, ledger: Mapping[str, datetime]) -> None:
         """Start scheduling every enabled job; a job the ledger knows resumes from it."""
-        # Jobs that share a schedule (Schedule.for_job) and a ledger position share its next
-        # slot: of 10,000 jobs, most are one of a few hundred such pairs.
-        following: dict[tuple[Schedule, datetime], datetime] = {}
-        for job in self.crontab.jobs:
-            if job.enabled:
-                handled = ledger.get(job.name, now)
-                state = JobState(job=job, schedule=compile_job(job), handled=handled)
-                key = (state.schedule, state.handled)
-                if key not in following:
-                    following[key] = state.schedule.next_after(state.handled)
-                state.next_due = following[key]
-                self._jobs[job.name] = state
-                self._heap.append((state.next_due, job.name))
-        heapq.heapify(self._heap)
-
-    def _add(self, job: Job, *, handled: datetime) -> None:
-        state = JobState(job=job, schedule=compile_job(job), handled=handled)
-        self._jobs[job.name] = state
-        self._push(state)
-
-    def _push(self, state: JobState, following: datetime | None = None) -> None:
-        """Queue the job's next slot; ``following`` is that slot if the caller knows it."""
-        state.next_due = following or state.schedule.next_after(state.handled)
-        heapq.heappush(self._heap, (state.next_due, state.job.name))
-
-    def _push_later(self, state: JobState) -> None:
-        """Queue the job's next slot once this turn's starts are done (``_push_deferred``)."""
-        state.next_due = None  # until then any heap entry of this job is stale
-        self._unpushed.append(state)
-
-    def _push_deferred(self) -> None:
-        """Queue the next slot of the jobs a tick started on time.
-
-        Finding a next slot can take 50 us (a yearly schedule in a zone with DST), which
-        for a burst of 1,000 jobs held back the first start by 50 ms; the tick leaves it to
-        this, which the loop calls after the started slots have spawned (and every public
-        reader calls first, so none sees a job without its next slot).
-        """
-        pending, self._unpushed = self._unpushed, []
-        following: dict[tuple[Schedule, datetime], datetime | None] = {}
-        for state in pending:
-            if state.next_due is not None or self._jobs.get(state.job.name) is not state:
-                continue  # queued again by a reload meanwhile, or removed
-            key = (state.schedule, state.handled)
-            if key not in following:
-                following[key] = state.schedule.next_after(state.handled)
-            self._push(state, following[key])
+        self._table.load(self.crontab.jobs, now=now, ledger=ledger)
 
     def next_due(self) -> datetime | None:
-        """The earliest instant any job is due (stale heap entries are dropped here)."""
-        self._push_deferred()
-        return self._earliest()
-
-    def _earliest(self) -> datetime | None:
-        while self._heap:
-            when, name = self._heap[0]
-            state = self._jobs.get(name)
-            if state is not None and state.next_due == when:
-                return when
-            heapq.heappop(self._heap)
-        return None
+        """The earliest instant any job is due."""
+        return self._table.next_due()
 
     def upcoming(self) -> tuple[datetime, str] | None:
-        """The earliest due instant and its job, from the heap's top (no scan of all jobs)."""
-        return None if self.next_due() is None else self._heap[0]
+        """The earliest due instant and its job."""
+        return self._table.upcoming()
 
     def jobs(self) -> list[JobState]:
-        self._push_deferred()
-        return list(self._jobs.values())
+        return self._table.states()
 
     @property
     def queued(self) -> int:
@@ -188,12 +114,8 @@ class Engine:
 
         The next slot of a job started on time is found after the starts (``next_due``).
         """
-        self._push_deferred()
         decisions: list[tuple[JobState, plan.Pending, datetime | None]] = []
-        while (when := self._earliest()) is not None and when <= now:
-            _, name = heapq.heappop(self._heap)
-            state = self._jobs[name]
-            state.next_due = None  # taken: a second heap entry for it (a reload's) is stale
+        for when, state in self._table.due(now):
             after: datetime | None = None
             # On time and the only slot due (under a second late there can be no later one:
             # slots are whole seconds apart): what plan.pending decides, without its
@@ -218,16 +140,16 @@ class Engine:
             if decision.handled is not None:
                 state.handled = max(state.handled, decision.handled)
             if following is None:
-                self._push_later(state)
+                self._table.push_later(state)
             else:
-                self._push(state, following)
+                self._table.push(state, following)
         return [run for run in started if run is not None]
 
     def start_slots(self, slots: Iterable[tuple[Job, datetime]], *, now: datetime) -> list[SlotRun]:
         """Run given slots now, outside the schedule (``run-once``, ``run JOB``)."""
         runs: list[SlotRun] = []
         for job, slot in slots:
-            state = self._jobs.get(job.name) or JobState(
+            state = self._table.get(job.name) or JobState(
                 job=job, schedule=compile_job(job), handled=now
             )
             run = self._launch(state, slot, now=now)
@@ -445,22 +367,17 @@ class Engine:
         A changed job keeps its running process and starts its new schedule from now; a
         removed job's running process finishes, its pending retries are dropped.
         """
-        self._push_deferred()
-        old = {name: state.job for name, state in self._jobs.items()}
+        old = {state.job.name: state.job for state in self._table.states()}
         new = {job.name: job for job in crontab.jobs if job.enabled}
         added = [name for name in new if name not in old]
         removed = [name for name in old if name not in new]
         changed = [name for name in new if name in old and new[name] != old[name]]
         for name in removed:
-            state = self._jobs.pop(name)
-            self._drop_pending_retries(state, now)
+            self._drop_pending_retries(self._table.remove(name), now)
         for name in changed:
-            state = self._jobs[name]
-            state.job, state.schedule = new[name], compile_job(new[name])
-            state.handled = max(state.handled, now)
-            self._push(state)
+            self._table.replace(new[name], now=now)
         for name in added:
-            self._add(new[name], handled=now)
+            self._table.add(new[name], handled=now)
         self.crontab = crontab
         self._limiter.set_limit(crontab.settings.max_concurrent)
         return added, removed, changed

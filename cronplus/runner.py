@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
 import pickle
 import signal
@@ -24,10 +23,9 @@ import subprocess
 import threading
 from collections.abc import Callable
 from dataclasses import replace
-from enum import Enum
 from typing import TypeVar
 
-from cronplus import limit_exec, limits
+from cronplus import limits
 from cronplus.command import (
     CONTROL_PREFIXES,
     CONTROL_VARIABLES,
@@ -44,6 +42,7 @@ from cronplus.command import (
     passed_on,
     tail_text,
 )
+from cronplus.exits import Stop, judge, spawn_failure_reason, wrapper_failure
 from cronplus.model import Outcome
 
 __all__ = [
@@ -211,49 +210,6 @@ def _spawn(command: Command, workdir: str) -> tuple[subprocess.Popen[bytes], tup
     return popen, tuple(reads)
 
 
-def spawn_failure_reason(error: OSError, program: str, workdir: str) -> str:
-    """Why a command could not be started, in the words an operator searches for."""
-    # Popen reports a failed chdir with the workdir as the file name.
-    if error.filename == workdir:
-        if isinstance(error, FileNotFoundError):
-            return f"workdir does not exist: {workdir}"
-        if isinstance(error, NotADirectoryError):
-            return f"workdir is not a directory: {workdir}"
-        if isinstance(error, PermissionError):
-            return f"permission denied: workdir {workdir}"
-        return f"cannot enter workdir {workdir}: {error.strerror}"
-    if isinstance(error, FileNotFoundError):
-        if "/" in program and os.path.exists(os.path.join(workdir, program)):
-            return f"cannot run {program}: its #! interpreter was not found"
-        return f"command not found: {program}"
-    if isinstance(error, PermissionError):
-        return f"permission denied: {program}"
-    if error.errno in (errno.EMFILE, errno.ENFILE):
-        return (
-            f"cannot start {program}: too many open files (each running job holds 3 file "
-            "descriptors; raise the daemon's limit: ulimit -n, LimitNOFILE=)"
-        )
-    return f"cannot start {program}: {error.strerror or error}"
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
-class _Stop(Enum):
-    """Why cronplus stopped the main child, if it did."""
-
-    NONE = "none"
-    """It ran until it ended by itself."""
-    TIMEOUT = "timeout"
-    """It ran past ``Command.timeout``."""
-    TERMINATE = "terminate"
-    """``RunningProcess.terminate()`` was called (overlap ``replace``, shutdown)."""
-
-
 class RunningProcess:
     """One attempt in flight, made by ``Runner.start``; ``wait()`` gives its result."""
 
@@ -277,7 +233,7 @@ class RunningProcess:
         self._open: dict[int, _Capture] = {}
         self._drain_grace = 0.0
         self._exited_at: float | None = None
-        self._stop = _Stop.NONE
+        self._stop = Stop.NONE
         self._group_killed = False
         self._kill_at: float | None = None  # set once the group is being stopped
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -296,7 +252,7 @@ class RunningProcess:
         if self.done or self._popen is None:
             return
         if self._kill_at is None:
-            self._begin_stop(_Stop.TERMINATE, grace)
+            self._begin_stop(Stop.TERMINATE, grace)
         elif self._loop.time() + grace < self._kill_at:
             self._schedule_kill(grace)
 
@@ -368,9 +324,9 @@ class RunningProcess:
 
     def _on_timeout(self) -> None:
         if self._kill_at is None:  # a terminate() already under way keeps its outcome
-            self._begin_stop(_Stop.TIMEOUT, self.command.kill_grace)
+            self._begin_stop(Stop.TIMEOUT, self.command.kill_grace)
 
-    def _begin_stop(self, why: _Stop, grace: float) -> None:
+    def _begin_stop(self, why: Stop, grace: float) -> None:
         # After the main child's exit the group's leftovers are still stopped, but the
         # outcome is the one the main child earned by itself.
         if self._exited_at is None:
@@ -421,7 +377,7 @@ class RunningProcess:
     def _result(self) -> ProcessResult:
         assert self._popen is not None and self._exited_at is not None
         code = self._popen.returncode
-        outcome, reason = _judge(code, self._stop, self.command)
+        outcome, reason = judge(code, self._stop, self.command)
         result = ProcessResult(
             outcome=outcome,
             exit_code=code if code >= 0 else None,
@@ -440,10 +396,10 @@ class RunningProcess:
         command = self.command
         if not command.limits.any and command.account is None:
             return result
-        failed = _wrapper_failure(self._status.value(), command)
+        failed = wrapper_failure(self._status.value(), command)
         if failed is not None:
             return replace(result, outcome=Outcome.FAILED, exit_code=None, reason=failed)
-        if self._stop is not _Stop.NONE or result.outcome.ok:
+        if self._stop is not Stop.NONE or result.outcome.ok:
             return result
         tail = result.stderr_tail
         hit = limits.verdict(command.limits, signal_number=result.signal, stderr_tail=tail)
@@ -461,33 +417,6 @@ class RunningProcess:
         handle = self._timers.pop(timer, None)
         if handle is not None:
             handle.cancel()
-
-
-def _wrapper_failure(status: bytes, command: Command) -> str | None:
-    """Why the limits wrapper could not start the job's program, in ``Runner.start``'s words."""
-    found = limit_exec.read_failure(status)
-    if found is None:
-        return None
-    stage, number = found
-    program, workdir = command.argv[0], os.fspath(command.workdir)
-    if stage == "exec":
-        error = OSError(number, os.strerror(number), program)
-        return spawn_failure_reason(error, program, workdir)
-    return f"cannot start {program}: {stage} failed: {os.strerror(number)}"
-
-
-def _judge(code: int, stop: _Stop, command: Command) -> tuple[Outcome, str]:
-    """The outcome of an exit status (``Popen.returncode``: negative for a signal)."""
-    ended = f"; ended by {_signal_name(-code)}" if code < 0 else f"; exited with {code}"
-    if stop is _Stop.TIMEOUT:
-        return Outcome.TIMED_OUT, f"timed out after {command.timeout:g}s{ended}"
-    if stop is _Stop.TERMINATE:
-        return Outcome.KILLED, f"terminated by cronplus{ended}"
-    if code < 0:
-        return Outcome.KILLED, f"killed by {_signal_name(-code)}"
-    if code in command.success_codes:
-        return Outcome.SUCCEEDED, ""
-    return Outcome.FAILED, f"exit code {code} is not a success code"
 
 
 class Runner:

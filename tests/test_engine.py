@@ -426,7 +426,8 @@ def test_a_tick_starts_on_time_slots_before_finding_their_next_slots(
         started = eng.tick(clock.now())
         # Not searched yet: the tick left each job's next slot for after its starts.
         pending = [
-            None if s.next_due is None else s.next_due.isoformat() for s in eng._jobs.values()
+            None if s.next_due is None else s.next_due.isoformat()
+            for s in eng._table._jobs.values()
         ]
         following = eng.next_due()  # any reader queues them first
         await eng.wait_idle()
