@@ -32,6 +32,9 @@ def run_daemon(path: Path, crontab: Crontab, *, env: Mapping[str, str]) -> int:
     if crontab.settings.cluster is not None:  # PostgreSQL instead of the SQLite state
         from cronplus.clusterd import run_cluster_daemon
 
+        # The node's start-up talks to the database (connections, threads, retries), whose
+        # cycles a freeze would keep for good: it collects as usual.
+        collector.settle()
         return run_cluster_daemon(path, crontab, env=env)
     store = SqliteStore.open(crontab.settings.state)
     try:
@@ -84,22 +87,13 @@ class Daemon:
         """``_wake_up`` has cancelled the sleep (and nobody else has)."""
 
     async def run(self) -> None:
-        now = self._clock.now()
-        for result in self._store.take_interrupted(now=now):
-            self._log.warning(
-                "interrupted",
-                f"job {result.job}: the attempt for {iso_utc(result.scheduled_at)} was cut off "
-                "by a crash or kill of the daemon; it is recorded interrupted and not re-run",
-                job=result.job,
-                run_id=result.run_id,
-                scheduled_at=iso_utc(result.scheduled_at),
-                attempt=result.attempt,
-            )
-        self.engine.load_jobs(now=now, ledger=self._store.ledger())
-        await self.observe.start(self.engine, now=now)
-        # What start-up built lives as long as the daemon: out of the collector's sight,
-        # a full collection in a burst walks the objects of that burst, not of every job.
-        collector.settle()
+        try:
+            await self._start_up()
+        finally:
+            # What start-up built lives as long as the daemon: out of the collector's sight,
+            # a later pass walks only what came after. A failed start-up settles too, so
+            # the clean-up after it runs with the collector on.
+            collector.settle()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self.stop, "SIGINT")
@@ -128,6 +122,22 @@ class Daemon:
         await self.observe.close()
         self._log.info("stopped", "cronplus daemon stopped")
 
+    async def _start_up(self) -> None:
+        """Record the attempts a crash cut off, schedule every job, start the observers."""
+        now = self._clock.now()
+        for result in self._store.take_interrupted(now=now):
+            self._log.warning(
+                "interrupted",
+                f"job {result.job}: the attempt for {iso_utc(result.scheduled_at)} was cut off "
+                "by a crash or kill of the daemon; it is recorded interrupted and not re-run",
+                job=result.job,
+                run_id=result.run_id,
+                scheduled_at=iso_utc(result.scheduled_at),
+                attempt=result.attempt,
+            )
+        self.engine.load_jobs(now=now, ledger=self._store.ledger())
+        await self.observe.start(self.engine, now=now)
+
     async def _loop(self) -> None:
         wall, mono = self._clock.now(), self._clock.monotonic()
         watchdog = self._notifier.watchdog_interval()
@@ -139,7 +149,7 @@ class Daemon:
             with collector.paused():  # a burst's tasks and processes leave no cycles
                 if self.engine.tick(now):
                     # Let the started slots spawn before anything else, their jobs' next
-                    # slots included (Timetable.push_later).
+                    # slots included (Timetable.push_deferred).
                     await asyncio.sleep(0)
             self.observe.tick(now, mono_now)
             self._notifier.watchdog()

@@ -14,6 +14,7 @@ import pytest
 from cronplus import collector, config
 from cronplus.clock import SystemClock
 from cronplus.daemon import Daemon
+from cronplus.model import CronplusError
 from cronplus.runner import Command, Runner, RunningProcess
 from cronplus.state import SqliteStore
 
@@ -125,3 +126,15 @@ def test_the_collector_pauses_while_a_tick_starts_its_slots_and_runs_while_the_l
     assert not any(collecting_at_start)
     assert on_while_asleep
     assert frozen > 0  # what start-up built is out of the collector's sight
+
+
+def test_a_start_up_that_fails_leaves_the_collector_on(tmp_path: Path) -> None:
+    daemon = daemon_on(tmp_path, IDLE)
+    (tmp_path / "state.db.sock").mkdir()  # the control socket cannot be made there
+    collector.hold()
+    try:
+        with pytest.raises(CronplusError, match="cannot listen on the control socket"):
+            asyncio.run(daemon.run())
+        assert gc.isenabled()
+    finally:
+        gc.enable()
