@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from cronplus.exits import how_it_ended
 from cronplus.model import AlertKind, Job, Outcome, RunResult, iso_utc
 
 FAILING = frozenset({Outcome.FAILED, Outcome.TIMED_OUT, Outcome.KILLED})
@@ -74,15 +75,6 @@ class Alert:
 
 def _iso(instant: datetime | None) -> str | None:
     return None if instant is None else iso_utc(instant)
-
-
-def how_it_ended(result: RunResult) -> str:
-    """``exit 7``, ``signal 9``, or the reason when there was no exit (a missing command)."""
-    if result.signal is not None:
-        return f"signal {result.signal}"
-    if result.exit_code is not None:
-        return f"exit {result.exit_code}"
-    return result.reason or str(result.outcome)
 
 
 def _from_result(

@@ -15,7 +15,7 @@ from enum import Enum
 
 from cronplus import limit_exec
 from cronplus.command import Command
-from cronplus.model import Outcome
+from cronplus.model import Outcome, RunResult
 
 
 def spawn_failure_reason(error: OSError, program: str, workdir: str) -> str:
@@ -41,6 +41,15 @@ def spawn_failure_reason(error: OSError, program: str, workdir: str) -> str:
             "descriptors; raise the daemon's limit: ulimit -n, LimitNOFILE=)"
         )
     return f"cannot start {program}: {error.strerror or error}"
+
+
+def how_it_ended(result: RunResult) -> str:
+    """``exit 7``, ``signal 9``, or the reason when there was no exit (a missing command)."""
+    if result.signal is not None:
+        return f"signal {result.signal}"
+    if result.exit_code is not None:
+        return f"exit {result.exit_code}"
+    return result.reason or str(result.outcome)
 
 
 def signal_name(number: int) -> str:

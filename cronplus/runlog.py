@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from cronplus.exits import how_it_ended
 from cronplus.logs import EventLog
 from cronplus.model import Job, Outcome, RunResult, iso_utc
 from cronplus.plan import Pending
@@ -94,8 +95,9 @@ def log_failure(out: EventLog, job: Job, result: RunResult, *, retry_at: datetim
     total = job.retry.retries + 1
     local = result.scheduled_at.astimezone(job.timezone).isoformat()
     head = (
-        f"job {job.name} {result.outcome} (attempt {result.attempt}/{total}, {_how(result)}, "
-        f"{result.duration_s:.2f}s), slot {iso_utc(result.scheduled_at)} ({local} local)"
+        f"job {job.name} {result.outcome} (attempt {result.attempt}/{total}, "
+        f"{how_it_ended(result)}, {result.duration_s:.2f}s), slot {iso_utc(result.scheduled_at)} "
+        f"({local} local)"
     )
     details = fields(result, job=job) | {"local": local, "stderr_tail": result.stderr_tail}
     if retry_at is not None:
@@ -106,11 +108,3 @@ def log_failure(out: EventLog, job: Job, result: RunResult, *, retry_at: datetim
     dropped = result.attempt <= job.retry.retries
     why = "its next slot comes before the retry" if dropped else "no retries left"
     out.error("run_failed", f"job {job.name} failed: {why}", **details)
-
-
-def _how(result: RunResult) -> str:
-    if result.signal is not None:
-        return f"signal {result.signal}"
-    if result.exit_code is not None:
-        return f"exit {result.exit_code}"
-    return result.reason or str(result.outcome)
