@@ -3,11 +3,13 @@
     python bench/bench_daemon.py [--sizes 100,1000,10000] [--idle-seconds 60]
                                  [--lateness-seconds 30] [--burst-sizes 100,1000]
                                  [--repeats 3] [--burst-lead 5] [--build-dir bench/out]
-                                 [--write-results [FILE]]
+                                 [--cronplus-python PYTHON] [--write-results [FILE]]
 
 Every daemon is a real ``cronplus daemon`` subprocess (``--log-format json``) with its own
-XDG_STATE_HOME temp folder; it is stopped with SIGTERM and must exit 0. A thread reads its
-stderr line by line, noting when each line arrived.
+XDG_STATE_HOME temp folder; it is stopped with SIGTERM and must exit 0. It runs as an
+operator installs it: this checkout is built as a wheel into ``bench/out/cronplus``
+(``install_cronplus``) unless ``--cronplus-python`` names an interpreter that has it. A
+thread reads its stderr line by line, noting when each line arrived.
 
 - **startup**: gen.py's N jobs (its expressions and zones), each moved into the month
   half a year from now, so nothing fires while we watch. From just before the spawn until
@@ -61,12 +63,14 @@ from bench_runonce import (
     cell,
     cronplus_argv,
     fresh,
+    install_cronplus,
     load_average,
     machine,
     markdown_table,
     percentile,
     read_stamps,
     rewritten,
+    shown,
     update_results,
     verdict,
 )
@@ -112,10 +116,10 @@ class DaemonRun:
     alive: ClassVar[set[DaemonRun]] = set()
     """Started and not yet stopped: killed on the way out if the benchmark fails."""
 
-    def __init__(self, folder: Path, crontab: Path) -> None:
+    def __init__(self, folder: Path, crontab: Path, *, python: str | Path = sys.executable) -> None:
         self.began = time.perf_counter()
         self.proc = subprocess.Popen(
-            cronplus_argv(crontab, "daemon"),
+            cronplus_argv(crontab, "daemon", python=python),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -278,7 +282,7 @@ class Idle:
 
 
 def startups(
-    root: Path, sizes: list[int], *, repeats: int
+    root: Path, sizes: list[int], *, repeats: int, python: Path
 ) -> tuple[dict[int, list[float]], dict[int, DaemonRun]]:
     """Each size's startup times, alternating; the last repeat's daemons are kept running."""
     times: dict[int, list[float]] = {n: [] for n in sizes}
@@ -289,7 +293,7 @@ def startups(
             folder = fresh(root, f"idle-{n}")
             crontab = folder / "crontab.yaml"
             crontab.write_text(rewritten(crontab_text(n), schedule=schedule, argv=("true",)))
-            daemon = DaemonRun(folder, crontab)
+            daemon = DaemonRun(folder, crontab, python=python)
             times[n].append(daemon.wait_for("started", timeout=STARTUP_TIMEOUT) - daemon.began)
             if repeat < repeats - 1:
                 daemon.stop()
@@ -298,8 +302,10 @@ def startups(
     return times, kept
 
 
-def idle_daemons(root: Path, sizes: list[int], *, repeats: int, seconds: float) -> dict[int, Idle]:
-    times, kept = startups(root, sizes, repeats=repeats)
+def idle_daemons(
+    root: Path, sizes: list[int], *, repeats: int, seconds: float, python: Path
+) -> dict[int, Idle]:
+    times, kept = startups(root, sizes, repeats=repeats, python=python)
     time.sleep(SETTLE)
     before = {n: usage(daemon.proc.pid) for n, daemon in kept.items()}
     began = time.perf_counter()
@@ -313,7 +319,7 @@ def idle_daemons(root: Path, sizes: list[int], *, repeats: int, seconds: float) 
     }
 
 
-def every_second(root: Path, stamp: Path, *, seconds: float) -> list[float]:
+def every_second(root: Path, stamp: Path, *, seconds: float, python: Path) -> list[float]:
     """Lateness, in seconds, of each start of one every-second job."""
     folder = fresh(root, "every-second")
     stamps, crontab = folder / "stamps.txt", folder / "crontab.yaml"
@@ -321,7 +327,7 @@ def every_second(root: Path, stamp: Path, *, seconds: float) -> list[float]:
     crontab.write_text(
         rewritten(text, schedule=lambda _old, _zone: "* * * * * *", argv=(stamp, stamps))
     )
-    daemon = DaemonRun(folder, crontab)
+    daemon = DaemonRun(folder, crontab, python=python)
     daemon.wait_for("started", timeout=STARTUP_TIMEOUT)
     time.sleep(seconds)
     daemon.stop()
@@ -342,7 +348,7 @@ class Burst:
     starting, reaping, recording and logging them all."""
 
 
-def burst(root: Path, stamp: Path, n: int, *, lead: float) -> Burst:
+def burst(root: Path, stamp: Path, n: int, *, lead: float, python: Path) -> Burst:
     folder = fresh(root, f"burst-{n}")
     stamps, crontab = folder / "stamps.txt", folder / "crontab.yaml"
     at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1 + lead)
@@ -352,7 +358,7 @@ def burst(root: Path, stamp: Path, n: int, *, lead: float) -> Burst:
         return f"{local.second} {local.minute} {local.hour} {local.day} {local.month} *"
 
     crontab.write_text(rewritten(crontab_text(n), schedule=at_instant, argv=(stamp, stamps)))
-    daemon = DaemonRun(folder, crontab)
+    daemon = DaemonRun(folder, crontab, python=python)
     daemon.wait_for("started", timeout=lead)
     if datetime.now(UTC) >= at:
         daemon.stop()
@@ -485,6 +491,13 @@ def main() -> None:
     parser.add_argument("--burst-lead", type=float, default=5.0, help="s from start to burst (5)")
     parser.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR, help="for stamp")
     parser.add_argument(
+        "--cronplus-python",
+        type=Path,
+        default=None,
+        metavar="PYTHON",
+        help="an interpreter with cronplus installed (default: this checkout, installed anew)",
+    )
+    parser.add_argument(
         "--write-results",
         type=Path,
         nargs="?",
@@ -496,14 +509,17 @@ def main() -> None:
     args = parser.parse_args()
     loadavg = load_average()
     stamp = build_stamp(args.build_dir)
+    python = args.cronplus_python or install_cronplus()
     raise_fd_limit(max([*args.burst_sizes, 1]))  # the daemons inherit it
     bursts: dict[int, list[Burst]] = {n: [] for n in args.burst_sizes}
     with tempfile.TemporaryDirectory(prefix="bench-daemon-") as tmp, no_daemon_left():
-        idle = idle_daemons(Path(tmp), args.sizes, repeats=args.repeats, seconds=args.idle_seconds)
-        late = every_second(Path(tmp), stamp, seconds=args.lateness_seconds)
+        idle = idle_daemons(
+            Path(tmp), args.sizes, repeats=args.repeats, seconds=args.idle_seconds, python=python
+        )
+        late = every_second(Path(tmp), stamp, seconds=args.lateness_seconds, python=python)
         for _ in range(args.repeats):
             for n in args.burst_sizes:
-                bursts[n].append(burst(Path(tmp), stamp, n, lead=args.burst_lead))
+                bursts[n].append(burst(Path(tmp), stamp, n, lead=args.burst_lead, python=python))
     text = report(idle, late, bursts, args)
     command = (
         f"python bench/bench_daemon.py --sizes {','.join(map(str, args.sizes))} "
@@ -511,7 +527,8 @@ def main() -> None:
         f"--burst-sizes {','.join(map(str, args.burst_sizes))} --repeats {args.repeats} "
         f"--burst-lead {args.burst_lead:g}"
     )
-    body = f"{machine(loadavg)}\n- command: `{command}`\n\n{text}"
+    ran = f"- cronplus run by: {shown(python)}"
+    body = f"{machine(loadavg)}\n{ran}\n- command: `{command}`\n\n{text}"
     print(body)
     if args.write_results is not None:
         update_results(args.write_results, HEADING, body, owner="bench_daemon.py")

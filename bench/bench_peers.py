@@ -51,7 +51,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers_report
 import spawn_limit
 from bench_daemon import idle_month, no_daemon_left, usage
-from bench_runonce import DEFAULT_BUILD_DIR, DEFAULT_RESULTS, bench_env, build_stamp, fresh
+from bench_runonce import (
+    DEFAULT_BUILD_DIR,
+    DEFAULT_RESULTS,
+    bench_env,
+    build_stamp,
+    fresh,
+    install_cronplus,
+)
 from bench_spawn import raise_fd_limit
 from peers import (
     NotReady,
@@ -351,6 +358,13 @@ def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--slow-limit", type=float, default=1200.0, help="s a check or a start may take")
     add("--spawn-n", type=int, default=1000, help="children in flight for the limit (1000)")
     add("--build-dir", type=Path, default=DEFAULT_BUILD_DIR, help="for stamp and spawn")
+    add(
+        "--cronplus-python",
+        type=Path,
+        default=None,
+        metavar="PYTHON",
+        help="an interpreter with cronplus installed (default: this checkout, installed anew)",
+    )
     add("--json", type=Path, default=DEFAULT_JSON, help="raw figures (bench/out/peers.json)")
     add("--charts", type=Path, nargs="?", const=DEFAULT_CHARTS, default=None, metavar="DIR")
     add("--write-results", type=Path, nargs="?", const=DEFAULT_RESULTS, default=None)
@@ -361,7 +375,7 @@ def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def measure(args: argparse.Namespace, root: Path, stamp: Path) -> Results:
-    daemons = peers(args.peers)
+    daemons = peers(args.peers, cronplus_python=args.cronplus_python)
     spawn = spawn_limits(
         args.spawn_n, repeats=args.repeats, root=root, stamp=stamp, build_dir=args.build_dir
     )
@@ -417,6 +431,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = arguments(argv)
     loadavg = peers_report.load_average()
     stamp = build_stamp(args.build_dir)
+    if args.cronplus_python is None and "cronplus" in args.peers:
+        args.cronplus_python = install_cronplus()
     raise_fd_limit(max([*args.burst_sizes, args.spawn_n]))  # the daemons inherit it
     try:
         with no_daemon_left(), tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
@@ -424,7 +440,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     finally:
         kill_left_over()
     command = sys.argv[1:] if argv is None else argv
-    results = replace(results, header=peers_report.header(loadavg, args.peers, command))
+    header = peers_report.header(loadavg, args.peers, command, cronplus=args.cronplus_python)
+    results = replace(results, header=header)
     peers_report.save(results, args.json)
     body = peers_report.report(results)
     print(body)

@@ -74,6 +74,32 @@ Measure = dict[str, float]
 # --- the payload -----------------------------------------------------------------------
 
 
+def install_cronplus(venv: Path = DEFAULT_BUILD_DIR / "cronplus") -> Path:
+    """This checkout, as a wheel, in a virtual environment of its own; returns its python.
+
+    The daemon benchmarks run cronplus as an operator installs it, bytecode compiled by
+    pip. The work tree's own interpreter would add an editable install's path finder to
+    every start and, where ``PYTHONDONTWRITEBYTECODE`` is set, compile every module from
+    source on every start (about 50 ms of a 0.3 s ``validate``, 2026-12-02). Installed
+    anew on every call, so what is measured is the code checked out now.
+    """
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    for argv in (
+        [sys.executable, "-m", "venv", "--clear", str(venv)],
+        [str(venv / "bin" / "pip"), "install", "--quiet", str(BENCH.parent)],
+    ):
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"{' '.join(argv)} exited {done.returncode}:\n{done.stderr[-2000:]}")
+    return venv / "bin" / "python"
+
+
+def shown(path: Path) -> str:
+    """``path`` from the checkout's root where it lies under it (bench/out/...)."""
+    root = BENCH.parent
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
 def build_stamp(build_dir: Path = DEFAULT_BUILD_DIR) -> Path:
     """Compile stamp.c (static if the toolchain can), unless an up-to-date build exists."""
     target = build_dir / "stamp"
@@ -166,8 +192,9 @@ def bench_env(state_home: Path) -> dict[str, str]:
     return env
 
 
-def cronplus_argv(crontab: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "cronplus", "-c", str(crontab), "--log-format", "json", *args]
+def cronplus_argv(crontab: Path, *args: str, python: str | Path = sys.executable) -> list[str]:
+    """``cronplus`` as ``python`` runs it (by default this interpreter: this checkout)."""
+    return [str(python), "-m", "cronplus", "-c", str(crontab), "--log-format", "json", *args]
 
 
 def fresh(root: Path, name: str) -> Path:

@@ -1,12 +1,17 @@
 """The daemons cronplus is measured against, and cronplus itself, behind one interface.
 
-    python bench/peers.py install      # yacron into bench/out/peers/, Debian's cron via apt
+    python bench/peers.py install      # cronplus and yacron into bench/out/peers/, cron via apt
 
 Every daemon gets the same jobs (``JobSpec``: a name, a 5-field expression, a zone) written
 in its own format, and starts in the foreground in a fresh folder of its own:
 
 - **cronplus**: ``cronplus daemon --log-format json`` (bench_daemon.py's ``DaemonRun``);
-  ready when its ``started`` line has been read.
+  ready when its ``started`` line has been read. It runs as an operator installs it: this
+  checkout built into a wheel and installed into a virtual environment of its own
+  (bench_runonce.py's ``install_cronplus``: ``bench/out/cronplus``), bytecode compiled by
+  pip, like yacron's. The work tree's
+  own run would differ: an editable install adds a path finder to every start, and with
+  ``PYTHONDONTWRITEBYTECODE`` set every start compiles each module from source.
 - **yacron**: the PyPI package in its own virtual environment (``bench/out/peers/yacron``);
   each job gets its zone (``timezone:``). Ready when its ``@reboot`` job has stamped.
 - **Debian cron**: ``cron -f`` from the ``cron`` package, in a private mount namespace
@@ -41,7 +46,7 @@ from zoneinfo import ZoneInfo
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_daemon import DaemonRun, moved_to_month
-from bench_runonce import DEFAULT_BUILD_DIR, bench_env
+from bench_runonce import DEFAULT_BUILD_DIR, bench_env, install_cronplus
 from gen import EXPRESSIONS, ZONES
 
 YACRON_VERSION = "0.19.0"
@@ -175,9 +180,9 @@ class Peer(Protocol):
 class CronplusRun:
     """``cronplus daemon`` through bench_daemon's ``DaemonRun``."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, python: Path) -> None:
         self.began = time.time()
-        self._run = DaemonRun(folder, folder / "crontab.yaml")
+        self._run = DaemonRun(folder, folder / "crontab.yaml", python=python)
         self.pid = self._run.proc.pid
 
     def ready(self, timeout: float) -> float:
@@ -195,6 +200,10 @@ class CronplusRun:
 class Cronplus:
     name = "cronplus"
 
+    def __init__(self, python: Path) -> None:
+        self.python = python
+        """An interpreter that has cronplus installed."""
+
     def write(self, folder: Path, jobs: Sequence[JobSpec], schedule: Schedule, argv: Argv) -> None:
         command = json.dumps(list(argv))  # a JSON list is a YAML flow list
         lines = ["settings:", f"  max_concurrent: {max(16, len(jobs))}", "jobs:"]
@@ -208,10 +217,10 @@ class Cronplus:
         (folder / "crontab.yaml").write_text("\n".join(lines) + "\n")
 
     def check(self, folder: Path) -> list[str]:
-        return [sys.executable, "-m", "cronplus", "-c", str(folder / "crontab.yaml"), "validate"]
+        return [str(self.python), "-m", "cronplus", "-c", str(folder / "crontab.yaml"), "validate"]
 
     def start(self, folder: Path, *, stamp: Path) -> Running:
-        return CronplusRun(folder)
+        return CronplusRun(folder, self.python)
 
 
 class StampedRun:
@@ -420,12 +429,16 @@ def _run(argv: list[str], env: dict[str, str] | None = None) -> None:
         raise PeerError(f"{shlex.join(argv)} exited {done.returncode}:\n{done.stderr[-2000:]}")
 
 
-def peers(names: Sequence[str]) -> list[Peer]:
-    """The daemons named (``cronplus``, ``yacron``, ``cron``), installing the peers."""
+def peers(names: Sequence[str], *, cronplus_python: Path | None = None) -> list[Peer]:
+    """The daemons named (``cronplus``, ``yacron``, ``cron``), installing each of them.
+
+    ``cronplus_python``: an interpreter that already has cronplus (the tests pass their
+    own); without it, this checkout is installed as ``install_cronplus`` says.
+    """
     chosen: list[Peer] = []
     for name in names:
         if name == "cronplus":
-            chosen.append(Cronplus())
+            chosen.append(Cronplus(cronplus_python or install_cronplus()))
         elif name == "yacron":
             chosen.append(Yacron(install_yacron()))
         elif name == "cron":
@@ -439,6 +452,7 @@ def peers(names: Sequence[str]) -> list[Peer]:
 def main() -> None:
     if sys.argv[1:] != ["install"]:
         raise SystemExit("usage: python bench/peers.py install")
+    print(f"cronplus: {install_cronplus()}")
     print(f"yacron: {install_yacron()}")
     print(f"Debian cron: {install_cron()} ({cron_version()})")
 

@@ -19,7 +19,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_runonce import cell, load_average, machine, markdown_table, percentile, update_results
+from bench_runonce import (
+    cell,
+    load_average,
+    machine,
+    markdown_table,
+    percentile,
+    shown,
+    update_results,
+)
 from peers import PEERS_DIR, YACRON_VERSION, cron_version
 
 HEADING = "## peers"
@@ -101,11 +109,14 @@ def load(path: Path) -> Results:
 # --- the header ---------------------------------------------------------------------------
 
 
-def header(loadavg: str, names: Sequence[str], argv: Sequence[str]) -> str:
-    """The machine, the versions measured and the command."""
+def header(
+    loadavg: str, names: Sequence[str], argv: Sequence[str], *, cronplus: Path | None
+) -> str:
+    """The machine, the versions measured (cronplus as the interpreter ``cronplus`` runs it)
+    and the command."""
     from cronplus import __version__
 
-    versions = [f"cronplus {__version__}"]
+    versions = [f"cronplus {__version__} (run by {shown(cronplus)})"] if cronplus else []
     if "yacron" in names:
         versions.append(f"yacron {YACRON_VERSION} (PyPI, in bench/out/{PEERS_DIR.name}/yacron)")
     if "cron" in names:

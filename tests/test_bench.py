@@ -93,6 +93,7 @@ def test_the_daemon_bench_measures_and_writes_only_its_section(tmp_path: Path) -
         *("--sizes", "10", "--burst-sizes", "10", "--repeats", "1"),
         *("--idle-seconds", "1", "--lateness-seconds", "2", "--burst-lead", "5"),
         *("--build-dir", str(tmp_path), "--write-results", str(results)),
+        *("--cronplus-python", sys.executable),
     )
     idle, every_second, burst, targets = tables(out)
     assert column(idle, "jobs") == ["10"]

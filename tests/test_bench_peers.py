@@ -57,6 +57,7 @@ def test_the_peers_bench_measures_cronplus_alone_and_writes_only_its_section(
             *("--idle-seconds", "0.5", "--starts", "1", "--lead", "1", "--spawn-n", "5"),
             *("--json", str(tmp_path / "peers.json"), "--charts", str(tmp_path / "charts")),
             *("--build-dir", str(tmp_path / "build"), "--write-results", str(results)),
+            *("--cronplus-python", sys.executable),
         ],
         capture_output=True,
         text=True,
@@ -134,7 +135,7 @@ def read_cron(folder: Path) -> list[tuple[str, str, str, tuple[str, ...]]]:
 @pytest.mark.parametrize(
     ("daemon", "read", "named", "zoned"),
     [
-        (Cronplus(), read_cronplus, True, True),
+        (Cronplus(Path(sys.executable)), read_cronplus, True, True),
         (Yacron(Path("/nowhere/yacron")), read_yacron, True, True),
         (DebianCron(), read_cron, False, False),
     ],
