@@ -9,6 +9,9 @@ flight before any is reaped:
 - ``no pipes``: stdout and stderr to /dev/null;
 - ``pipes``: two fresh pipes a child whose read ends stay open until the end, as the
   runner's do while a burst's children run;
+- ``pipes + a job's environment``: as ``pipes``, with ``env=`` this process's environment
+  plus the four ``CRONPLUS_*`` variables: the runner's whole call, whose environment
+  ``Popen`` encodes variable by variable in Python on every start;
 - ``pipes, read ends closed``: the same pipes, read ends closed at once: the descriptor
   table stays small;
 - ``pipes + 2,000 open files``: as the last, beside 2,000 other open descriptors: what a
@@ -39,7 +42,20 @@ from bench_spawn import raise_fd_limit
 Started = tuple[subprocess.Popen[bytes], int | None, int | None]
 
 
-def start(argv: list[str], folder: Path, *, pipes: bool, keep: bool) -> Started:
+def job_env() -> dict[str, str]:
+    """What a job's ``env=`` holds: this environment and cronplus's four variables."""
+    return {
+        **os.environ,
+        "CRONPLUS_JOB": "job-00001",
+        "CRONPLUS_SCHEDULED_AT": "2026-12-02T10:00:00Z",
+        "CRONPLUS_ATTEMPT": "1",
+        "CRONPLUS_RUN_ID": "0123456789abcdef0123456789abcdef",
+    }
+
+
+def start(
+    argv: list[str], folder: Path, *, pipes: bool, keep: bool, env: dict[str, str] | None
+) -> Started:
     """One child as the runner starts it; the read ends of its pipes if kept."""
     if not pipes:
         null = subprocess.DEVNULL
@@ -55,6 +71,7 @@ def start(argv: list[str], folder: Path, *, pipes: bool, keep: bool) -> Started:
         stdout=out_write,
         stderr=err_write,
         cwd=folder,
+        env=env,
         start_new_session=True,
         close_fds=True,
     )
@@ -68,9 +85,18 @@ def start(argv: list[str], folder: Path, *, pipes: bool, keep: bool) -> Started:
 
 
 def loop(
-    argv: list[str], folder: Path, n: int, *, pipes: bool, keep: bool, ballast: int, threads: int
+    argv: list[str],
+    folder: Path,
+    n: int,
+    *,
+    pipes: bool,
+    keep: bool,
+    env: bool,
+    ballast: int,
+    threads: int,
 ) -> float:
     """Seconds from the first start to the last; then every child is reaped."""
+    environment = job_env() if env else None
     extra = [os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC) for _ in range(ballast)]
     started: list[Started] = []
     left = [n]
@@ -82,7 +108,7 @@ def loop(
                 if not left[0]:
                     return
                 left[0] -= 1
-            started.append(start(argv, folder, pipes=pipes, keep=keep))
+            started.append(start(argv, folder, pipes=pipes, keep=keep, env=environment))
 
     gc.collect()
     began = time.perf_counter()
@@ -103,13 +129,15 @@ def loop(
     return seconds
 
 
+_PLAIN = {"pipes": True, "keep": True, "env": False, "ballast": 0, "threads": 1}
 WAYS: dict[str, dict[str, bool | int]] = {
-    "no pipes": {"pipes": False, "keep": False, "ballast": 0, "threads": 1},
-    "pipes": {"pipes": True, "keep": True, "ballast": 0, "threads": 1},
-    "pipes, read ends closed": {"pipes": True, "keep": False, "ballast": 0, "threads": 1},
-    "pipes + 2,000 open files": {"pipes": True, "keep": False, "ballast": 2000, "threads": 1},
-    "pipes, 2 threads": {"pipes": True, "keep": True, "ballast": 0, "threads": 2},
-    "pipes, 3 threads": {"pipes": True, "keep": True, "ballast": 0, "threads": 3},
+    "no pipes": {**_PLAIN, "pipes": False, "keep": False},
+    "pipes": _PLAIN,
+    "pipes + a job's environment": {**_PLAIN, "env": True},
+    "pipes, read ends closed": {**_PLAIN, "keep": False},
+    "pipes + 2,000 open files": {**_PLAIN, "keep": False, "ballast": 2000},
+    "pipes, 2 threads": {**_PLAIN, "threads": 2},
+    "pipes, 3 threads": {**_PLAIN, "threads": 3},
 }
 
 
@@ -128,6 +156,7 @@ def measure(n: int, repeats: int) -> dict[str, list[float]]:
                     count,
                     pipes=bool(options["pipes"]),
                     keep=bool(options["keep"]),
+                    env=bool(options["env"]),
                     ballast=int(options["ballast"]),
                     threads=int(options["threads"]),
                 )
