@@ -507,7 +507,7 @@ def main() -> None:
         help=f"also update the '{HEADING}' section of FILE (bench/RESULTS.md)",
     )
     args = parser.parse_args()
-    loadavg = load_average()
+    loadavg, began = load_average(), datetime.now(UTC)
     stamp = build_stamp(args.build_dir)
     python = args.cronplus_python or install_cronplus()
     raise_fd_limit(max([*args.burst_sizes, 1]))  # the daemons inherit it
@@ -528,7 +528,7 @@ def main() -> None:
         f"--burst-lead {args.burst_lead:g}"
     )
     ran = f"- cronplus run by: {shown(python)}"
-    body = f"{machine(loadavg)}\n{ran}\n- command: `{command}`\n\n{text}"
+    body = f"{machine(loadavg, began=began)}\n{ran}\n- command: `{command}`\n\n{text}"
     print(body)
     if args.write_results is not None:
         update_results(args.write_results, HEADING, body, owner="bench_daemon.py")

@@ -429,7 +429,7 @@ def measure(args: argparse.Namespace, root: Path, stamp: Path) -> Results:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = arguments(argv)
-    loadavg = peers_report.load_average()
+    loadavg, began = peers_report.load_average(), datetime.now(UTC)
     stamp = build_stamp(args.build_dir)
     if args.cronplus_python is None and "cronplus" in args.peers:
         args.cronplus_python = install_cronplus()
@@ -440,7 +440,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     finally:
         kill_left_over()
     command = sys.argv[1:] if argv is None else argv
-    header = peers_report.header(loadavg, args.peers, command, cronplus=args.cronplus_python)
+    header = peers_report.header(
+        loadavg, args.peers, command, cronplus=args.cronplus_python, began=began
+    )
     results = replace(results, header=header)
     peers_report.save(results, args.json)
     body = peers_report.report(results)

@@ -347,15 +347,15 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(1, math.ceil(len(ordered) * q / 100)) - 1]
 
 
-def machine(loadavg: str) -> str:
-    """The host, as RESULTS.md records it."""
+def machine(loadavg: str, *, began: datetime | None = None) -> str:
+    """The host, as RESULTS.md records it; ``began``: when a long run started."""
     uname = subprocess.run(["uname", "-a"], capture_output=True, text=True).stdout.strip()
     cpuinfo = Path("/proc/cpuinfo")
     models = re.findall(
         r"^model name\s*:\s*(.*)$", cpuinfo.read_text() if cpuinfo.exists() else "", re.M
     )
     return (
-        f"- date: {datetime.now(UTC).isoformat(timespec='minutes')}\n"
+        f"- date: {_span(began, datetime.now(UTC))}\n"
         f"- `uname -a`: `{uname or platform.platform()}`\n"
         f"- CPU: {models[0] if models else platform.processor() or 'unknown'}, "
         f"{os.cpu_count()} cores\n"
@@ -376,6 +376,12 @@ def code_state() -> str:
     ).stdout.splitlines()
     extra = f" + uncommitted changes to {len(changed)} files in cronplus/" if changed else ""
     return f"commit {head.stdout.strip()}{extra}"
+
+
+def _span(began: datetime | None, ended: datetime) -> str:
+    if began is None:
+        return ended.isoformat(timespec="minutes")
+    return f"{began.isoformat(timespec='minutes')} to {ended:%H:%M} UTC"
 
 
 def load_average() -> str:

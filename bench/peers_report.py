@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,12 @@ def load(path: Path) -> Results:
 
 
 def header(
-    loadavg: str, names: Sequence[str], argv: Sequence[str], *, cronplus: Path | None
+    loadavg: str,
+    names: Sequence[str],
+    argv: Sequence[str],
+    *,
+    cronplus: Path | None,
+    began: datetime,
 ) -> str:
     """The machine, the versions measured (cronplus as the interpreter ``cronplus`` runs it)
     and the command."""
@@ -123,7 +129,7 @@ def header(
         versions.append(f"Debian cron {cron_version()} (`cron -f` in a private mount namespace)")
     kernel = subprocess.run(["uname", "-r"], capture_output=True, text=True).stdout.strip()
     return (
-        f"{machine(loadavg)}\n- versions: {', '.join(versions)}; Python "
+        f"{machine(loadavg, began=began)}\n- versions: {', '.join(versions)}; Python "
         f"{platform.python_version()}, Linux {kernel}\n"
         f"- command: `python bench/bench_peers.py {' '.join(argv)}`"
     )
