@@ -80,8 +80,9 @@ def install_cronplus(venv: Path = DEFAULT_BUILD_DIR / "cronplus") -> Path:
     The daemon benchmarks run cronplus as an operator installs it, bytecode compiled by
     pip. The work tree's own interpreter would add an editable install's path finder to
     every start and, where ``PYTHONDONTWRITEBYTECODE`` is set, compile every module from
-    source on every start (about 50 ms of a 0.3 s ``validate``, 2026-12-02). Installed
-    anew on every call, so what is measured is the code checked out now.
+    source on every start (``validate`` of 1,000 jobs: 0.49 s, against 0.43 s installed, on
+    2026-12-02). Installed anew on every call, so what is measured is the code checked out
+    now.
     """
     venv.parent.mkdir(parents=True, exist_ok=True)
     for argv in (

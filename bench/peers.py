@@ -1,6 +1,6 @@
 """The daemons cronplus is measured against, and cronplus itself, behind one interface.
 
-    python bench/peers.py install      # cronplus and yacron into bench/out/peers/, cron via apt
+    python bench/peers.py install      # cronplus and yacron into bench/out/, cron via apt
 
 Every daemon gets the same jobs (``JobSpec``: a name, a 5-field expression, a zone) written
 in its own format, and starts in the foreground in a fresh folder of its own:
@@ -9,9 +9,7 @@ in its own format, and starts in the foreground in a fresh folder of its own:
   ready when its ``started`` line has been read. It runs as an operator installs it: this
   checkout built into a wheel and installed into a virtual environment of its own
   (bench_runonce.py's ``install_cronplus``: ``bench/out/cronplus``), bytecode compiled by
-  pip, like yacron's. The work tree's
-  own run would differ: an editable install adds a path finder to every start, and with
-  ``PYTHONDONTWRITEBYTECODE`` set every start compiles each module from source.
+  pip, like yacron's.
 - **yacron**: the PyPI package in its own virtual environment (``bench/out/peers/yacron``);
   each job gets its zone (``timezone:``). Ready when its ``@reboot`` job has stamped.
 - **Debian cron**: ``cron -f`` from the ``cron`` package, in a private mount namespace
