@@ -58,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_runonce import (
     DEFAULT_BUILD_DIR,
     DEFAULT_RESULTS,
+    add_cronplus_python,
     bench_env,
     build_stamp,
     cell,
@@ -490,13 +491,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="startups and bursts per size (3)")
     parser.add_argument("--burst-lead", type=float, default=5.0, help="s from start to burst (5)")
     parser.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR, help="for stamp")
-    parser.add_argument(
-        "--cronplus-python",
-        type=Path,
-        default=None,
-        metavar="PYTHON",
-        help="an interpreter with cronplus installed (default: this checkout, installed anew)",
-    )
+    add_cronplus_python(parser)
     parser.add_argument(
         "--write-results",
         type=Path,

@@ -54,6 +54,7 @@ from bench_daemon import idle_month, no_daemon_left, usage
 from bench_runonce import (
     DEFAULT_BUILD_DIR,
     DEFAULT_RESULTS,
+    add_cronplus_python,
     bench_env,
     build_stamp,
     fresh,
@@ -358,13 +359,7 @@ def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--slow-limit", type=float, default=1200.0, help="s a check or a start may take")
     add("--spawn-n", type=int, default=1000, help="children in flight for the limit (1000)")
     add("--build-dir", type=Path, default=DEFAULT_BUILD_DIR, help="for stamp and spawn")
-    add(
-        "--cronplus-python",
-        type=Path,
-        default=None,
-        metavar="PYTHON",
-        help="an interpreter with cronplus installed (default: this checkout, installed anew)",
-    )
+    add_cronplus_python(parser)
     add("--json", type=Path, default=DEFAULT_JSON, help="raw figures (bench/out/peers.json)")
     add("--charts", type=Path, nargs="?", const=DEFAULT_CHARTS, default=None, metavar="DIR")
     add("--write-results", type=Path, nargs="?", const=DEFAULT_RESULTS, default=None)

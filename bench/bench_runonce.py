@@ -95,6 +95,17 @@ def install_cronplus(venv: Path = DEFAULT_BUILD_DIR / "cronplus") -> Path:
     return venv / "bin" / "python"
 
 
+def add_cronplus_python(parser: argparse.ArgumentParser) -> None:
+    """The daemon benchmarks' ``--cronplus-python``: without it, ``install_cronplus``."""
+    parser.add_argument(
+        "--cronplus-python",
+        type=Path,
+        default=None,
+        metavar="PYTHON",
+        help="an interpreter with cronplus installed (default: this checkout, installed anew)",
+    )
+
+
 def shown(path: Path) -> str:
     """``path`` from the checkout's root where it lies under it (bench/out/...)."""
     root = BENCH.parent

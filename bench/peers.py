@@ -427,16 +427,18 @@ def _run(argv: list[str], env: dict[str, str] | None = None) -> None:
         raise PeerError(f"{shlex.join(argv)} exited {done.returncode}:\n{done.stderr[-2000:]}")
 
 
-def peers(names: Sequence[str], *, cronplus_python: Path | None = None) -> list[Peer]:
-    """The daemons named (``cronplus``, ``yacron``, ``cron``), installing each of them.
+def peers(names: Sequence[str], *, cronplus_python: Path | None) -> list[Peer]:
+    """The daemons named (``cronplus``, ``yacron``, ``cron``), installing the peers.
 
-    ``cronplus_python``: an interpreter that already has cronplus (the tests pass their
-    own); without it, this checkout is installed as ``install_cronplus`` says.
+    ``cronplus_python``: an interpreter that has cronplus (``install_cronplus`` makes one;
+    the tests pass their own), needed when cronplus is named.
     """
     chosen: list[Peer] = []
     for name in names:
         if name == "cronplus":
-            chosen.append(Cronplus(cronplus_python or install_cronplus()))
+            if cronplus_python is None:
+                raise PeerError("cronplus: no interpreter given (install_cronplus makes one)")
+            chosen.append(Cronplus(cronplus_python))
         elif name == "yacron":
             chosen.append(Yacron(install_yacron()))
         elif name == "cron":
