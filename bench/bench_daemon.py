@@ -57,8 +57,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_runonce import (
     DEFAULT_BUILD_DIR,
-    DEFAULT_RESULTS,
     add_cronplus_python,
+    add_write_results,
     bench_env,
     build_stamp,
     cell,
@@ -492,15 +492,7 @@ def main() -> None:
     parser.add_argument("--burst-lead", type=float, default=5.0, help="s from start to burst (5)")
     parser.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR, help="for stamp")
     add_cronplus_python(parser)
-    parser.add_argument(
-        "--write-results",
-        type=Path,
-        nargs="?",
-        const=DEFAULT_RESULTS,
-        default=None,
-        metavar="FILE",
-        help=f"also update the '{HEADING}' section of FILE (bench/RESULTS.md)",
-    )
+    add_write_results(parser, HEADING)
     args = parser.parse_args()
     loadavg, began = load_average(), datetime.now(UTC)
     stamp = build_stamp(args.build_dir)

@@ -99,10 +99,25 @@ def add_cronplus_python(parser: argparse.ArgumentParser) -> None:
     """The daemon benchmarks' ``--cronplus-python``: without it, ``install_cronplus``."""
     parser.add_argument(
         "--cronplus-python",
-        type=Path,
+        # Absolute, not resolved: the daemons run in folders of their own, and a venv's
+        # python is a link that must stay one to find its site-packages.
+        type=lambda text: Path(text).absolute(),
         default=None,
         metavar="PYTHON",
         help="an interpreter with cronplus installed (default: this checkout, installed anew)",
+    )
+
+
+def add_write_results(parser: argparse.ArgumentParser, heading: str) -> None:
+    """A benchmark's ``--write-results [FILE]``: its section of bench/RESULTS.md."""
+    parser.add_argument(
+        "--write-results",
+        type=Path,
+        nargs="?",
+        const=DEFAULT_RESULTS,
+        default=None,
+        metavar="FILE",
+        help=f"also update the '{heading}' section of FILE (bench/RESULTS.md)",
     )
 
 
@@ -114,27 +129,33 @@ def shown(path: Path) -> str:
 
 def build_stamp(build_dir: Path = DEFAULT_BUILD_DIR) -> Path:
     """Compile stamp.c (static if the toolchain can), unless an up-to-date build exists."""
-    target = build_dir / "stamp"
-    if target.exists() and target.stat().st_mtime >= STAMP_SOURCE.stat().st_mtime:
+    return build_c(STAMP_SOURCE, build_dir, static=True)
+
+
+def build_c(source: Path, build_dir: Path = DEFAULT_BUILD_DIR, *, static: bool = False) -> Path:
+    """Compile ``source`` into ``build_dir`` (named after it; first ``-static`` if
+    ``static``, then dynamic), unless an up-to-date build exists."""
+    target = build_dir / source.stem
+    if target.exists() and target.stat().st_mtime >= source.stat().st_mtime:
         return target
     build_dir.mkdir(parents=True, exist_ok=True)
-    partial = build_dir / f".stamp-{os.getpid()}"
+    partial = build_dir / f".{source.stem}-{os.getpid()}"
     complaint = ""
-    for flags in (["-static"], []):
+    for flags in (["-static"], []) if static else ([],):
         try:
             done = subprocess.run(
-                ["gcc", "-O2", *flags, "-o", str(partial), str(STAMP_SOURCE)],
+                ["gcc", "-O2", *flags, "-o", str(partial), str(source)],
                 capture_output=True,
                 text=True,
             )
         except FileNotFoundError:
-            raise SystemExit(f"cannot build {STAMP_SOURCE}: gcc is not on PATH") from None
+            raise SystemExit(f"cannot build {source}: gcc is not on PATH") from None
         if done.returncode == 0:
             # Renamed into place, so two benchmarks building at once both run a whole file.
             partial.replace(target)
             return target
         complaint = done.stderr.strip()
-    raise SystemExit(f"cannot build {STAMP_SOURCE} with gcc:\n{complaint}")
+    raise SystemExit(f"cannot build {source} with gcc:\n{complaint}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -491,15 +512,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="rounds of all ways (default 3)")
     parser.add_argument("--program", default="/bin/true", help="what the plain jobs run")
     parser.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR, help="for stamp")
-    parser.add_argument(
-        "--write-results",
-        type=Path,
-        nargs="?",
-        const=DEFAULT_RESULTS,
-        default=None,
-        metavar="FILE",
-        help=f"also update the '{HEADING}' section of FILE (bench/RESULTS.md)",
-    )
+    add_write_results(parser, HEADING)
     args = parser.parse_args()
     loadavg = load_average()
     stamp = build_stamp(args.build_dir)

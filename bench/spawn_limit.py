@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench_runonce import build_c
+
 BENCH = Path(__file__).resolve().parent
 SPAWN_SOURCE = BENCH / "spawn.c"
 
@@ -29,18 +31,7 @@ Way = Callable[[list[str], int], Timing]
 
 def build_spawn(build_dir: Path) -> Path:
     """Compile spawn.c unless an up-to-date build exists."""
-    target = build_dir / "spawn"
-    if target.exists() and target.stat().st_mtime >= SPAWN_SOURCE.stat().st_mtime:
-        return target
-    build_dir.mkdir(parents=True, exist_ok=True)
-    partial = build_dir / f".spawn-{os.getpid()}"
-    done = subprocess.run(
-        ["gcc", "-O2", "-o", str(partial), str(SPAWN_SOURCE)], capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"cannot build {SPAWN_SOURCE} with gcc:\n{done.stderr.strip()}")
-    partial.replace(target)  # renamed into place: a concurrent build never runs half a file
-    return target
+    return build_c(SPAWN_SOURCE, build_dir)
 
 
 def c_loop(spawn: Path) -> Way:
