@@ -11,7 +11,8 @@ in its own format, and the rows are the issue's:
 
 1. **config check**: the daemon's own check of the file (``cronplus validate``, ``yacron
    --validate-config``; Debian cron has none): wall time from spawn to exit, and its peak
-   RSS (``ru_maxrss`` of that child, from ``wait4``). The jobs are the idle ones below.
+   RSS (``ru_maxrss`` from ``wait4``, taken by bench/peak.c, whose child it is). The jobs are
+   the idle ones below.
 2. **startup, steady RSS, idle CPU**: each daemon starts with N jobs moved into a month
    half a year away (nothing fires); startup is spawn to ready (peers.py). Per repeat and
    daemon, its sizes run side by side through one idle window: VmRSS at its end, CPU from
@@ -35,6 +36,7 @@ import argparse
 import gc
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -53,9 +55,10 @@ import spawn_limit
 from bench_daemon import idle_month, no_daemon_left, usage
 from bench_runonce import (
     DEFAULT_BUILD_DIR,
-    DEFAULT_RESULTS,
     add_cronplus_python,
+    add_write_results,
     bench_env,
+    build_c,
     build_stamp,
     fresh,
     install_cronplus,
@@ -86,6 +89,7 @@ BURST_TIMEOUT = 120.0
 """Seconds after the burst instant by which every job must have started."""
 DEFAULT_JSON = DEFAULT_BUILD_DIR / "peers.json"
 DEFAULT_CHARTS = Path(__file__).resolve().parent / "figures"
+PEAK_SOURCE = Path(__file__).resolve().parent / "peak.c"
 
 
 def slug(daemon: Peer) -> str:
@@ -96,35 +100,45 @@ def slug(daemon: Peer) -> str:
 # --- 1. config check --------------------------------------------------------------------
 
 
-def timed_check(argv: list[str], folder: Path, limit: float) -> Check:
-    """Run one check command; its wall time and its own peak RSS."""
+def timed_check(argv: list[str], folder: Path, limit: float, *, peak: Path) -> Check:
+    """Run one check command; its wall time and its own peak RSS.
+
+    ``peak`` is bench/peak.c built: the command runs as its child, so that its peak RSS
+    is its own and not this harness's (see there).
+    """
+    peak_file = folder / "peak.kib"
     with (folder / "check.log").open("wb") as log:
         began = time.perf_counter()
         proc = subprocess.Popen(
-            argv,
+            [str(peak), str(peak_file), *argv],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=bench_env(folder / "state"),
             cwd=folder,
+            start_new_session=True,  # the limit stops the command too, in the same group
         )
-        timer = threading.Timer(limit, proc.kill)
+        timer = threading.Timer(limit, os.killpg, (proc.pid, signal.SIGKILL))
         timer.start()
-        _, status, rusage = os.wait4(proc.pid, 0)  # this child's own ru_maxrss
+        proc.wait()
         seconds = time.perf_counter() - began
         timer.cancel()
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-    peak = rusage.ru_maxrss / 1024
     if seconds >= limit:
-        return Check(seconds=None, peak_mb=peak)
+        return Check(seconds=None, peak_mb=None)
     if proc.returncode != 0:
         output = (folder / "check.log").read_text(errors="replace")[-2000:]
         raise PeerError(f"{argv[0]} exited {proc.returncode}:\n{output}")
-    return Check(seconds=seconds, peak_mb=peak)
+    return Check(seconds=seconds, peak_mb=int(peak_file.read_text()) / 1024)
 
 
 def config_checks(
-    daemons: Sequence[Peer], sizes: list[int], *, repeats: int, limit: float, root: Path
+    daemons: Sequence[Peer],
+    sizes: list[int],
+    *,
+    repeats: int,
+    limit: float,
+    root: Path,
+    peak: Path,
 ) -> dict[str, dict[int, list[Check]]]:
     schedule = idle_in(idle_month(datetime.now(UTC)))
     out: dict[str, dict[int, list[Check]]] = {d.name: {n: [] for n in sizes} for d in daemons}
@@ -138,7 +152,7 @@ def config_checks(
                 daemon.write(folder, job_specs(n), schedule, ("true",))
                 argv = daemon.check(folder)
                 if argv is not None:
-                    runs.append(timed_check(argv, folder, limit))
+                    runs.append(timed_check(argv, folder, limit, peak=peak))
     return out
 
 
@@ -362,7 +376,7 @@ def arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add_cronplus_python(parser)
     add("--json", type=Path, default=DEFAULT_JSON, help="raw figures (bench/out/peers.json)")
     add("--charts", type=Path, nargs="?", const=DEFAULT_CHARTS, default=None, metavar="DIR")
-    add("--write-results", type=Path, nargs="?", const=DEFAULT_RESULTS, default=None)
+    add_write_results(parser, peers_report.HEADING)
     args = parser.parse_args(argv)
     if args.grain == "second" and args.peers != ["cronplus"]:
         parser.error("--grain second: only cronplus reads seconds; use --peers cronplus")
@@ -375,7 +389,12 @@ def measure(args: argparse.Namespace, root: Path, stamp: Path) -> Results:
         args.spawn_n, repeats=args.repeats, root=root, stamp=stamp, build_dir=args.build_dir
     )
     checks = config_checks(
-        daemons, args.sizes, repeats=args.repeats, limit=args.slow_limit, root=root
+        daemons,
+        args.sizes,
+        repeats=args.repeats,
+        limit=args.slow_limit,
+        root=root,
+        peak=build_c(PEAK_SOURCE, args.build_dir),
     )
     costs = daemon_costs(
         daemons,

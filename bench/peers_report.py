@@ -39,10 +39,11 @@ __all__ = ["Check", "Idle", "Results", "header", "load_average", "report", "save
 
 @dataclass(frozen=True, kw_only=True)
 class Check:
-    """One config check: seconds from spawn to exit (None: stopped at the slow limit)."""
+    """One config check: seconds from spawn to exit and the command's own peak RSS (both
+    None: stopped at the slow limit)."""
 
     seconds: float | None
-    peak_mb: float
+    peak_mb: float | None
 
 
 @dataclass(frozen=True, kw_only=True)

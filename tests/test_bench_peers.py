@@ -12,6 +12,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -100,6 +101,58 @@ def test_seconds_are_refused_when_a_peer_takes_part(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "only cronplus reads seconds; use --peers cronplus" in done.stderr
+
+
+# --- the config check's own figures ------------------------------------------------------
+
+
+def test_a_check_s_peak_rss_is_its_own_not_the_harness_s(tmp_path: Path) -> None:
+    from bench_peers import PEAK_SOURCE, timed_check
+    from bench_runonce import build_c
+
+    ballast = bytearray(200 * 2**20)  # the harness at 200 MB more than a bare interpreter
+    checked = timed_check(
+        [sys.executable, "-c", "pass"], tmp_path, 60.0, peak=build_c(PEAK_SOURCE, tmp_path)
+    )
+    assert checked.seconds is not None and checked.seconds < 60.0
+    assert checked.peak_mb is not None and 1.0 < checked.peak_mb < 100.0, checked
+    assert len(ballast) == 200 * 2**20
+
+
+def test_a_failing_check_is_reported_with_its_exit_code_and_output(tmp_path: Path) -> None:
+    from bench_peers import PEAK_SOURCE, timed_check
+    from bench_runonce import build_c
+    from peers import PeerError
+
+    argv = [sys.executable, "-c", "import sys; print('bad line 3'); sys.exit(3)"]
+    with pytest.raises(PeerError, match=r"exited 3:\nbad line 3"):
+        timed_check(argv, tmp_path, 60.0, peak=build_c(PEAK_SOURCE, tmp_path))
+
+
+def test_a_check_over_the_limit_is_stopped_with_its_children(tmp_path: Path) -> None:
+    from bench_peers import PEAK_SOURCE, timed_check
+    from bench_runonce import build_c
+
+    pid_file = tmp_path / "pid"
+    script = (
+        f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    )
+    checked = timed_check(
+        [sys.executable, "-c", script], tmp_path, 1.0, peak=build_c(PEAK_SOURCE, tmp_path)
+    )
+    assert checked == Check(seconds=None, peak_mb=None)
+    status = Path(f"/proc/{int(pid_file.read_text())}/status")
+    deadline = time.monotonic() + 10
+    while (text := _read_if_there(status)) is not None and "zombie" not in text:
+        assert time.monotonic() < deadline, f"still running after the limit:\n{text}"
+        time.sleep(0.01)  # SIGKILL takes a moment
+
+
+def _read_if_there(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
 
 
 # --- the jobs and their formats -----------------------------------------------------------
