@@ -110,6 +110,68 @@ def test_the_daemon_bench_measures_and_writes_only_its_section(tmp_path: Path) -
     assert tables(written.split("## daemon", 1)[1]) == [idle, every_second, burst, targets]
 
 
+def test_the_floors_bench_measures_cronplus_beside_its_floors_and_writes_its_section(
+    tmp_path: Path,
+) -> None:
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Benchmark results\n\n## daemon\n\nkept as it is\n")
+    out = run_script(
+        "bench_floors.py",
+        *("-n", "10", "--rounds", "2", "--idle-seconds", "0.5", "--windows", "2"),
+        *("--build-dir", str(tmp_path), "--write-results", str(results)),
+        *("--cronplus-python", sys.executable),
+    )
+    checks, idle, against = tables(out)
+    assert column(checks, "what runs") == [
+        "interpreter (`-c pass`)",
+        "+ click, PyYAML, pydantic models",
+        "cronplus validate, 10 jobs",
+        "cronplus validate, 100 jobs",
+    ]
+    for row in checks[1:]:
+        assert all(SPREAD.match(cell) for cell in row[1:]), row
+    interpreter, libraries, *validates = (
+        float(c.split()[0]) for c in column(checks, "peak RSS, MB")
+    )
+    assert interpreter < libraries < min(validates), checks  # each its own, none the harness's
+    assert column(idle, "process") == [
+        "C `nanosleep` loop",
+        "Python `time.sleep` loop",
+        "Python `asyncio.sleep` loop",
+        "cronplus daemon, 10 jobs",
+    ]
+    for row in idle[1:]:
+        assert all(SPREAD.match(cell) for cell in row[1:]), row
+    assert column(against, "cronplus") == ["cronplus validate, 10 jobs", "cronplus daemon, 10 jobs"]
+    assert column(against, "target") == ["< 0.3 s", "< 1 ms per 60 s"]
+    written = results.read_text()
+    assert written.startswith("# Benchmark results\n\n## daemon\n\nkept as it is\n")
+    assert "\n## floors\n\n<!-- bench_floors.py: begin -->\n- date: " in written
+    assert tables(written.split("## floors", 1)[1]) == [checks, idle, against]
+
+
+def test_the_sleeper_wakes_and_sleeps_again_until_killed(tmp_path: Path) -> None:
+    from bench_runonce import build_c
+
+    sleeper = build_c(BENCH / "sleeper.c", tmp_path)
+    assert subprocess.run([sleeper], capture_output=True, text=True).stderr == (
+        "usage: sleeper SECONDS\n"
+    )
+    proc = subprocess.Popen([sleeper, "1"])
+    try:
+        time.sleep(1.3)  # asleep at 0, awake at 1 and asleep again
+        assert proc.poll() is None
+        switches = re.search(r"\nvoluntary_ctxt_switches:\s+(\d+)", read_status(proc.pid))
+        assert switches is not None and int(switches[1]) >= 2
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def read_status(pid: int) -> str:
+    return Path(f"/proc/{pid}/status").read_text()
+
+
 def test_a_daemon_still_running_when_the_bench_fails_is_killed(tmp_path: Path) -> None:
     crontab = tmp_path / "crontab.yaml"
     idle = moved_to_month(idle_month(datetime.now(UTC)))

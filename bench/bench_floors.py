@@ -1,0 +1,304 @@
+"""What this host allows a Python daemon on cronplus's stack: the config check and the idle
+daemon beside their floors, measured in one run.
+
+    python bench/bench_floors.py [-n 1000] [--rounds 9] [--idle-seconds 60] [--windows 3]
+        [--build-dir bench/out] [--cronplus-python PYTHON] [--write-results [FILE]]
+
+The peers run (bench_peers.py) reads its bursts against the bare spawn limit
+(spawn_limit.py). This gives the check and idle rows the same kind of reference, so a
+figure measured on a slower host reads as cronplus's own share on top of the host's:
+
+- **check**: wall time from spawn to exit and peak RSS, alternating over ``--rounds``:
+  cronplus's interpreter doing nothing (``-c pass``); the same importing what any check
+  needs before it reads a file (click, PyYAML, pydantic's ``BaseModel`` and
+  ``TypeAdapter``), nothing of cronplus; ``cronplus validate`` of 100 and of N jobs
+  (gen.py's jobs, none due for months, as the peers run checks them).
+- **idle**: side by side through ``--windows`` consecutive windows, CPU (schedstat) and
+  wake-ups per 60 s and VmRSS at the end: a ``cronplus daemon`` of N such jobs, and three
+  sleepers that wake as often as an idle cronplus does (every 30 s, DESIGN's cap on a
+  sleep) and do nothing else: a C loop of ``nanosleep`` (bench/sleeper.c), a Python loop
+  of ``time.sleep`` and a Python loop of ``await asyncio.sleep`` (the daemon's own way).
+
+Figures are medians with (min–max); nothing here is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_daemon import (
+    STARTUP_TIMEOUT,
+    DaemonRun,
+    idle_month,
+    moved_to_month,
+    no_daemon_left,
+    usage,
+)
+from bench_peers import PEAK_SOURCE, timed_check
+from bench_runonce import (
+    DEFAULT_BUILD_DIR,
+    add_cronplus_python,
+    add_write_results,
+    build_c,
+    cell,
+    cronplus_argv,
+    fresh,
+    install_cronplus,
+    load_average,
+    machine,
+    markdown_table,
+    rewritten,
+    shown,
+    update_results,
+)
+from gen import crontab_text
+from peers_report import Check
+
+BENCH = Path(__file__).resolve().parent
+SLEEPER_SOURCE = BENCH / "sleeper.c"
+HEADING = "## floors"
+WAKE_EVERY = 30
+"""Seconds between an idle cronplus's wake-ups (DESIGN: never sleep more than 30 s)."""
+CHECK_LIMIT = 120.0
+"""Seconds a check may take before it is stopped."""
+SETTLE = 1.0
+"""Seconds between the daemon's readiness and the first window."""
+TARGETS = {"check": 0.3, "idle": 1.0}
+"""The issue's targets: a check of 1,000 jobs in < 0.3 s, < 1 ms of CPU per idle minute."""
+
+LIBRARIES = "import click, yaml; from pydantic import BaseModel, TypeAdapter"
+CHECK_FLOOR = "+ click, PyYAML, pydantic models"
+IDLE_FLOOR = "Python `asyncio.sleep` loop"
+
+
+# --- check ------------------------------------------------------------------------------
+
+
+def check_ways(python: Path, root: Path, n: int) -> dict[str, list[str]]:
+    """What each check row runs."""
+    ways = {
+        "interpreter (`-c pass`)": [str(python), "-c", "pass"],
+        CHECK_FLOOR: [str(python), "-c", LIBRARIES],
+    }
+    schedule = moved_to_month(idle_month(datetime.now(UTC)))
+    for jobs in sorted({100, n}):
+        crontab = fresh(root, f"check-{jobs}") / "crontab.yaml"
+        crontab.write_text(rewritten(crontab_text(jobs), schedule=schedule, argv=("true",)))
+        ways[f"cronplus validate, {jobs:,} jobs"] = cronplus_argv(
+            crontab, "validate", python=python
+        )
+    return ways
+
+
+def checks(
+    ways: dict[str, list[str]], root: Path, *, rounds: int, peak: Path
+) -> dict[str, list[Check]]:
+    """Every way once a round, the order turned by one each round; ``peak``: bench/peak.c
+    built."""
+    out: dict[str, list[Check]] = {name: [] for name in ways}
+    names = list(ways)
+    for round_ in range(rounds):
+        turn = round_ % len(names)
+        for name in names[turn:] + names[:turn]:
+            folder = fresh(root, "check-run")
+            checked = timed_check(ways[name], folder, CHECK_LIMIT, peak=peak)
+            if checked.seconds is None:
+                raise SystemExit(f"{name} took more than {CHECK_LIMIT:g} s")
+            out[name].append(checked)
+    return out
+
+
+# --- idle -------------------------------------------------------------------------------
+
+
+def sleepers(python: Path, build_dir: Path) -> dict[str, list[str]]:
+    """The idle floors: processes that wake every WAKE_EVERY seconds to do nothing."""
+    every = str(WAKE_EVERY)
+    return {
+        "C `nanosleep` loop": [str(build_c(SLEEPER_SOURCE, build_dir)), every],
+        "Python `time.sleep` loop": [
+            str(python),
+            "-c",
+            f"import time\nwhile True: time.sleep({every})",
+        ],
+        IDLE_FLOOR: [
+            str(python),
+            "-c",
+            "import asyncio\nasync def main():\n    while True:\n"
+            f"        await asyncio.sleep({every})\nasyncio.run(main())",
+        ],
+    }
+
+
+@contextmanager
+def running(argvs: dict[str, list[str]]) -> Iterator[dict[str, int]]:
+    """Each argv as a process (its pid by name), killed on the way out."""
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for name, argv in argvs.items():
+            procs[name] = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        yield {name: proc.pid for name, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            proc.kill()
+            proc.wait()
+
+
+Window = tuple[float, float, float]
+"""One process over one window: CPU ms per 60 s, wake-ups per 60 s, VmRSS MB at its end."""
+
+
+def windows(pids: dict[str, int], seconds: float, count: int) -> dict[str, list[Window]]:
+    out: dict[str, list[Window]] = {name: [] for name in pids}
+    after = {name: usage(pid) for name, pid in pids.items()}
+    ended = time.perf_counter()
+    for _ in range(count):
+        before, began = after, ended
+        time.sleep(seconds)
+        after = {name: usage(pid) for name, pid in pids.items()}
+        ended = time.perf_counter()
+        per_minute = 60 / (ended - began)
+        for name in pids:
+            cpu = (after[name].cpu_sched_ms - before[name].cpu_sched_ms) * per_minute
+            wakes = (after[name].switches - before[name].switches) * per_minute
+            out[name].append((cpu, wakes, after[name].rss_kib / 1024))
+    return out
+
+
+def idle(
+    python: Path, root: Path, n: int, *, build_dir: Path, seconds: float, count: int
+) -> dict[str, list[Window]]:
+    """The sleepers and a cronplus daemon of N idle jobs, side by side."""
+    folder = fresh(root, f"idle-{n}")
+    crontab = folder / "crontab.yaml"
+    schedule = moved_to_month(idle_month(datetime.now(UTC)))
+    crontab.write_text(rewritten(crontab_text(n), schedule=schedule, argv=("true",)))
+    with no_daemon_left(), running(sleepers(python, build_dir)) as pids:
+        daemon = DaemonRun(folder, crontab, python=python)
+        daemon.wait_for("started", timeout=STARTUP_TIMEOUT)
+        time.sleep(SETTLE)
+        found = windows({**pids, f"cronplus daemon, {n:,} jobs": daemon.proc.pid}, seconds, count)
+        daemon.stop()
+    return found
+
+
+# --- the report -------------------------------------------------------------------------
+
+
+def check_table(found: dict[str, list[Check]]) -> str:
+    rows = [
+        [
+            name,
+            cell([c.seconds for c in runs if c.seconds is not None]),
+            cell([c.peak_mb for c in runs if c.peak_mb is not None], digits=1),
+        ]
+        for name, runs in found.items()
+    ]
+    return markdown_table(["what runs", "spawn to exit, s", "peak RSS, MB"], rows)
+
+
+def idle_table(found: dict[str, list[Window]]) -> str:
+    rows = [
+        [
+            name,
+            cell([w[0] for w in runs]),
+            cell([w[1] for w in runs], digits=1),
+            cell([w[2] for w in runs], digits=1),
+        ]
+        for name, runs in found.items()
+    ]
+    return markdown_table(["process", "CPU, ms per 60 s", "wake-ups per 60 s", "VmRSS, MB"], rows)
+
+
+def against_table(checked: dict[str, list[Check]], idled: dict[str, list[Window]], n: int) -> str:
+    """cronplus's figure, the floor under it, and what is cronplus's own."""
+
+    def check_s(name: str) -> float:
+        return statistics.median(c.seconds for c in checked[name] if c.seconds is not None)
+
+    def cpu_ms(name: str) -> float:
+        return statistics.median(w[0] for w in idled[name])
+
+    validate, daemon = f"cronplus validate, {n:,} jobs", f"cronplus daemon, {n:,} jobs"
+    pairs = [
+        (validate, "s", TARGETS["check"], check_s(validate), check_s(CHECK_FLOOR)),
+        (daemon, "ms per 60 s", TARGETS["idle"], cpu_ms(daemon), cpu_ms(IDLE_FLOOR)),
+    ]
+    rows = [
+        [
+            name,
+            f"< {target:g} {unit}",
+            f"{mine:.3f}",
+            f"{floor:.3f}",
+            f"{floor / target:.0%}",
+            f"{mine - floor:.3f}",
+        ]
+        for name, unit, target, mine, floor in pairs
+    ]
+    headers = ["cronplus", "target", "measured", "floor", "floor ÷ target", "cronplus's own"]
+    return markdown_table(headers, rows)
+
+
+def report(
+    checked: dict[str, list[Check]], idled: dict[str, list[Window]], args: argparse.Namespace
+) -> str:
+    return (
+        f"Checks, {args.rounds} alternating rounds, median (min–max):\n\n{check_table(checked)}\n\n"
+        f"Side by side, {args.windows} windows of {args.idle_seconds:g} s, median (min–max):\n\n"
+        f"{idle_table(idled)}\n\n"
+        "Against the floors (the check's floor: the libraries' row; the idle floor: the "
+        f"`asyncio.sleep` loop):\n\n{against_table(checked, idled, args.n)}\n"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=1000, help="jobs checked and idle (1000)")
+    parser.add_argument("--rounds", type=int, default=9, help="alternating check rounds (9)")
+    parser.add_argument("--idle-seconds", type=float, default=60.0, help="one window (60)")
+    parser.add_argument("--windows", type=int, default=3, help="consecutive windows (3)")
+    parser.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR, help="C helpers")
+    add_cronplus_python(parser)
+    add_write_results(parser, HEADING)
+    args = parser.parse_args()
+    loadavg, began = load_average(), datetime.now(UTC)
+    python = args.cronplus_python or install_cronplus()
+    with tempfile.TemporaryDirectory(prefix="bench-floors-") as tmp:
+        root = Path(tmp)
+        ways = check_ways(python, root, args.n)
+        peak = build_c(PEAK_SOURCE, args.build_dir)
+        checked = checks(ways, root, rounds=args.rounds, peak=peak)
+        idled = idle(
+            python,
+            root,
+            args.n,
+            build_dir=args.build_dir,
+            seconds=args.idle_seconds,
+            count=args.windows,
+        )
+    command = (
+        f"python bench/bench_floors.py -n {args.n} --rounds {args.rounds} "
+        f"--idle-seconds {args.idle_seconds:g} --windows {args.windows}"
+    )
+    body = (
+        f"{machine(loadavg, began=began)}\n- cronplus run by: {shown(python)}\n"
+        f"- command: `{command}`\n\n{report(checked, idled, args)}"
+    )
+    print(body)
+    if args.write_results is not None:
+        update_results(args.write_results, HEADING, body, owner="bench_floors.py")
+
+
+if __name__ == "__main__":
+    main()
