@@ -242,11 +242,20 @@ def against_table(checked: dict[str, list[Check]], idled: dict[str, list[Window]
             f"{mine:.3f}",
             f"{floor:.3f}",
             f"{floor / target:.0%}",
-            f"{mine - floor:.3f}",
+            f"{mine - floor:+.3f}",
+            f"{mine / floor:.2f}" if floor else "–",
         ]
         for name, unit, target, mine, floor in pairs
     ]
-    headers = ["cronplus", "target", "measured", "floor", "floor ÷ target", "cronplus's own"]
+    headers = [
+        "cronplus",
+        "target",
+        "measured",
+        "floor",
+        "floor ÷ target",
+        "above floor",
+        "÷ floor",
+    ]
     return markdown_table(headers, rows)
 
 
