@@ -1,5 +1,5 @@
 """``python -m cronplus``: the same as the ``cronplus`` command."""
 
-from cronplus.cli import main
+from cronplus.cli import run
 
-main()
+run()

@@ -8,9 +8,12 @@ cluster, service); ``cli_context`` holds what they share.
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -49,6 +52,35 @@ for _command in (
     cli_admin.service,
 ):
     cli.add_command(_command)
+
+
+def run() -> NoReturn:
+    """The installed ``cronplus`` command: ``main()``, then out without the interpreter's
+    teardown when nothing is left to finish.
+
+    Freeing a process's heap of modules, models and jobs one object at a time took 35 ms
+    of a 0.27 s ``validate`` of 1,000 jobs (bench/RESULTS.md, "floors"). So once stdout and
+    stderr are flushed and no other thread runs (none to join, no executor with queued
+    work), the exit code is handed straight to ``os._exit``. The commands close their
+    databases and files themselves; nothing of cronplus's waits for ``atexit``. Anything
+    else (another thread alive, a pipe closed under us) takes the usual way out.
+    """
+    try:
+        main()
+    except SystemExit as done:
+        if isinstance(done.code, int | None) and threading.active_count() == 1 and _flushed():
+            os._exit(done.code or 0)
+        raise
+    raise AssertionError("main() returned instead of exiting")
+
+
+def _flushed() -> bool:
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed pipe or stream: let the interpreter report it
+        return False
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from conftest import Cronplus
@@ -273,3 +275,41 @@ def test_service_install_writes_a_user_unit_with_absolute_paths(cronplus: Cronpl
     assert "Type=notify" in text
     assert str(cronplus.config) in text
     assert "systemctl --user" in done.stdout
+
+
+# --- the way out -------------------------------------------------------------------------
+
+EXITING = """\
+import atexit, sys, threading, time
+from cronplus.cli import run
+atexit.register(lambda: print("atexit ran", flush=True))
+if sys.argv[1] == "thread":  # still at work when the command is done
+    threading.Thread(target=lambda: (time.sleep(0.5), print("thread done"))).start()
+sys.argv = ["cronplus", *sys.argv[2:]]
+run()
+"""
+
+
+@pytest.mark.parametrize(
+    ("thread", "args", "code", "out", "ran"),
+    [
+        ("none", ["--version"], 0, "cronplus, version", []),
+        ("none", ["-c", "/no/such/crontab.yaml", "validate"], 2, "", []),
+        ("thread", ["--version"], 0, "cronplus, version", ["thread done", "atexit ran"]),
+    ],
+    ids=["alone-ok", "alone-error", "with-a-thread"],
+)
+def test_the_command_skips_the_teardown_only_when_nothing_is_left_to_finish(
+    thread: str, args: list[str], code: int, out: str, ran: list[str]
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", EXITING, thread, *args], capture_output=True, text=True
+    )
+    assert done.returncode == code, done.stderr
+    lines = done.stdout.splitlines()
+    printed = [line for line in lines if out and line.startswith(out)]
+    assert len(printed) == (1 if out else 0), done.stdout
+    # atexit ran only where the interpreter's way out was taken, after the thread's end
+    assert [line for line in lines if line not in printed] == ran
+    if code:
+        assert "/no/such/crontab.yaml" in done.stderr  # flushed before the quick exit
