@@ -1,7 +1,7 @@
 """What this host allows a Python daemon on cronplus's stack: the config check and the idle
 daemon beside their floors, measured in one run.
 
-    python bench/bench_floors.py [-n 1000] [--rounds 9] [--idle-seconds 60] [--windows 3]
+    python bench/bench_floors.py [-n 1000] [--rounds 9] [--idle-seconds 60] [--windows 5]
         [--build-dir bench/out] [--cronplus-python PYTHON] [--write-results [FILE]]
 
 The peers run (bench_peers.py) reads its bursts against the bare spawn limit
@@ -222,41 +222,38 @@ def idle_table(found: dict[str, list[Window]]) -> str:
 
 
 def against_table(checked: dict[str, list[Check]], idled: dict[str, list[Window]], n: int) -> str:
-    """cronplus's figure, the floor under it, and what is cronplus's own."""
+    """cronplus's figure, the floor under it, and what is cronplus's own: the floor and
+    cronplus ran in the same rounds (checks) and the same windows (idle), so each round or
+    window gives one difference and one ratio, whose medians are shown."""
 
-    def check_s(name: str) -> float:
-        return statistics.median(c.seconds for c in checked[name] if c.seconds is not None)
+    def check_s(name: str) -> list[float]:
+        return [c.seconds for c in checked[name] if c.seconds is not None]
 
-    def cpu_ms(name: str) -> float:
-        return statistics.median(w[0] for w in idled[name])
+    def cpu_ms(name: str) -> list[float]:
+        return [w[0] for w in idled[name]]
 
     validate, daemon = f"cronplus validate, {n:,} jobs", f"cronplus daemon, {n:,} jobs"
     pairs = [
         (validate, "s", TARGETS["check"], check_s(validate), check_s(CHECK_FLOOR)),
         (daemon, "ms per 60 s", TARGETS["idle"], cpu_ms(daemon), cpu_ms(IDLE_FLOOR)),
     ]
-    rows = [
-        [
-            name,
-            f"< {target:g} {unit}",
-            f"{mine:.3f}",
-            f"{floor:.3f}",
-            f"{floor / target:.0%}",
-            f"{mine - floor:+.3f}",
-            f"{mine / floor:.2f}" if floor else "–",
-        ]
-        for name, unit, target, mine, floor in pairs
-    ]
-    headers = [
-        "cronplus",
-        "target",
-        "measured",
-        "floor",
-        "floor ÷ target",
-        "above floor",
-        "÷ floor",
-    ]
-    return markdown_table(headers, rows)
+    rows = []
+    for name, unit, target, mine, floor in pairs:
+        above = [m - f for m, f in zip(mine, floor, strict=True)]
+        ratios = [m / f for m, f in zip(mine, floor, strict=True) if f > 0]
+        rows.append(
+            [
+                name,
+                f"< {target:g} {unit}",
+                cell(mine),
+                cell(floor),
+                f"{statistics.median(floor) / target:.0%}",
+                cell(above),
+                f"{statistics.median(ratios):.2f}" if ratios else "–",
+            ]
+        )
+    headers = ["cronplus", "target", "measured", "floor", "floor ÷ target", "above floor"]
+    return markdown_table([*headers, "÷ floor"], rows)
 
 
 def report(
@@ -266,8 +263,9 @@ def report(
         f"Checks, {args.rounds} alternating rounds, median (min–max):\n\n{check_table(checked)}\n\n"
         f"Side by side, {args.windows} windows of {args.idle_seconds:g} s, median (min–max):\n\n"
         f"{idle_table(idled)}\n\n"
-        "Against the floors (the check's floor: the libraries' row; the idle floor: the "
-        f"`asyncio.sleep` loop):\n\n{against_table(checked, idled, args.n)}\n"
+        "Against the floors (the check's: the libraries' row; the idle daemon's: the "
+        "`asyncio.sleep` loop), round by round and window by window, median (min–max):"
+        f"\n\n{against_table(checked, idled, args.n)}\n"
     )
 
 
@@ -275,18 +273,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=1000, help="jobs checked and idle (1000)")
     parser.add_argument("--rounds", type=int, default=9, help="alternating check rounds (9)")
-    parser.add_argument("--idle-seconds", type=float, default=60.0, help="one window (60)")
-    parser.add_argument("--windows", type=int, default=3, help="consecutive windows (3)")
+    parser.add_argument(
+        "--idle-seconds", type=float, default=60.0, help="one window, a multiple of 30 s (60)"
+    )
+    parser.add_argument("--windows", type=int, default=5, help="consecutive windows (5)")
     parser.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR, help="C helpers")
     add_cronplus_python(parser)
     add_write_results(parser, HEADING)
     args = parser.parse_args()
+    for option in ("n", "rounds", "windows", "idle_seconds"):
+        if getattr(args, option) <= 0:
+            parser.error(f"--{option.replace('_', '-')} must be above 0")
     loadavg, began = load_average(), datetime.now(UTC)
     python = args.cronplus_python or install_cronplus()
     with tempfile.TemporaryDirectory(prefix="bench-floors-") as tmp:
         root = Path(tmp)
         ways = check_ways(python, root, args.n)
-        peak = build_c(PEAK_SOURCE, args.build_dir)
+        peak = build_c(PEAK_SOURCE, args.build_dir, static=True)
         checked = checks(ways, root, rounds=args.rounds, peak=peak)
         idled = idle(
             python,

@@ -41,7 +41,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -110,21 +109,23 @@ def timed_check(argv: list[str], folder: Path, limit: float, *, peak: Path) -> C
     with (folder / "check.log").open("wb") as log:
         began = time.perf_counter()
         proc = subprocess.Popen(
-            [str(peak), str(peak_file), *argv],
+            [str(peak.absolute()), str(peak_file), *argv],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=bench_env(folder / "state"),
             cwd=folder,
-            start_new_session=True,  # the limit stops the command too, in the same group
+            start_new_session=True,  # a check stopped at the limit goes with its group
         )
-        timer = threading.Timer(limit, os.killpg, (proc.pid, signal.SIGKILL))
-        timer.start()
-        proc.wait()
+        try:
+            proc.wait(limit)
+        except subprocess.TimeoutExpired:
+            return Check(seconds=None, peak_mb=None)
+        finally:
+            if proc.returncode is None:  # the limit, or this harness stopped (Ctrl-C)
+                os.killpg(proc.pid, signal.SIGKILL)  # not yet reaped: still our group
+                proc.wait()
         seconds = time.perf_counter() - began
-        timer.cancel()
-    if seconds >= limit:
-        return Check(seconds=None, peak_mb=None)
     if proc.returncode != 0:
         output = (folder / "check.log").read_text(errors="replace")[-2000:]
         raise PeerError(f"{argv[0]} exited {proc.returncode}:\n{output}")
@@ -394,7 +395,7 @@ def measure(args: argparse.Namespace, root: Path, stamp: Path) -> Results:
         repeats=args.repeats,
         limit=args.slow_limit,
         root=root,
-        peak=build_c(PEAK_SOURCE, args.build_dir),
+        peak=build_c(PEAK_SOURCE, args.build_dir, static=True),
     )
     costs = daemon_costs(
         daemons,

@@ -33,6 +33,7 @@ import os
 import platform
 import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -95,13 +96,23 @@ def install_cronplus(venv: Path = DEFAULT_BUILD_DIR / "cronplus") -> Path:
     return venv / "bin" / "python"
 
 
+def interpreter(text: str) -> Path:
+    """``--cronplus-python``: a path, or a name looked up on PATH, made absolute.
+
+    Absolute, not resolved: the daemons run in folders of their own, and a venv's python
+    is a link that must stay one to find its site-packages.
+    """
+    found = shutil.which(text)
+    if found is None:
+        raise argparse.ArgumentTypeError(f"no executable {text!r} (a path, or a name on PATH)")
+    return Path(found).absolute()
+
+
 def add_cronplus_python(parser: argparse.ArgumentParser) -> None:
     """The daemon benchmarks' ``--cronplus-python``: without it, ``install_cronplus``."""
     parser.add_argument(
         "--cronplus-python",
-        # Absolute, not resolved: the daemons run in folders of their own, and a venv's
-        # python is a link that must stay one to find its site-packages.
-        type=lambda text: Path(text).absolute(),
+        type=interpreter,
         default=None,
         metavar="PYTHON",
         help="an interpreter with cronplus installed (default: this checkout, installed anew)",

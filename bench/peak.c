@@ -6,7 +6,9 @@
  * process's ru_maxrss the memory it had before its exec, and a child forked (or vforked)
  * by the benchmark starts with the benchmark's own: a 40 MB harness made every smaller
  * check look 40 MB. Forked from this small program, the command's own peak shows.
- * Writes "<KiB>\n" to OUT; exits with the command's status, 128 + N if signal N ended it.
+ * Writes "<KiB>\n" to OUT; exits with the command's status, 128 + N if signal N ended it,
+ * 127 if it could not be run, 125 if peak itself failed (fork, wait4 or OUT), 2 if called
+ * wrong.
  */
 #define _DEFAULT_SOURCE
 #include <stdio.h>
@@ -23,7 +25,7 @@ int main(int argc, char **argv) {
     pid_t child = fork();
     if (child < 0) {
         perror("peak: fork");
-        return 1;
+        return 125;
     }
     if (child == 0) {
         execvp(argv[2], argv + 2);
@@ -34,12 +36,12 @@ int main(int argc, char **argv) {
     struct rusage usage;
     if (wait4(child, &status, 0, &usage) < 0) {
         perror("peak: wait4");
-        return 1;
+        return 125;
     }
     FILE *out = fopen(argv[1], "w");
     if (out == NULL || fprintf(out, "%ld\n", usage.ru_maxrss) < 0 || fclose(out) != 0) {
         perror(argv[1]);
-        return 1;
+        return 125;
     }
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }

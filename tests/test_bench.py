@@ -31,6 +31,8 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 SPREAD = re.compile(r"^\d+\.\d+ \(\d+\.\d+–\d+\.\d+\)$")
 """A ``median (min–max)`` cell."""
 NUMBER = re.compile(r"^\d[\d,]*(\.\d+)?$")
+SIGNED_SPREAD = re.compile(r"^-?\d+\.\d+ \(-?\d+\.\d+–-?\d+\.\d+\)$")
+"""A ``median (min–max)`` cell whose values may be below zero."""
 
 Table = list[list[str]]
 
@@ -144,6 +146,11 @@ def test_the_floors_bench_measures_cronplus_beside_its_floors_and_writes_its_sec
         assert all(SPREAD.match(cell) for cell in row[1:]), row
     assert column(against, "cronplus") == ["cronplus validate, 10 jobs", "cronplus daemon, 10 jobs"]
     assert column(against, "target") == ["< 0.3 s", "< 1 ms per 60 s"]
+    check_row, idle_row = against[1][2:], against[2][2:]
+    assert all(SIGNED_SPREAD.match(cell) for cell in [*check_row[:2], check_row[3]]), check_row
+    assert re.match(r"^\d+%$", check_row[2]) and NUMBER.match(check_row[4]), check_row
+    assert all(SIGNED_SPREAD.match(cell) for cell in [*idle_row[:2], idle_row[3]]), idle_row
+    assert idle_row[4] in {"–"} or NUMBER.match(idle_row[4]), idle_row  # "–": no floor CPU
     written = results.read_text()
     assert written.startswith("# Benchmark results\n\n## daemon\n\nkept as it is\n")
     assert "\n## floors\n\n<!-- bench_floors.py: begin -->\n- date: " in written
@@ -159,17 +166,21 @@ def test_the_sleeper_wakes_and_sleeps_again_until_killed(tmp_path: Path) -> None
     )
     proc = subprocess.Popen([sleeper, "1"])
     try:
-        time.sleep(1.3)  # asleep at 0, awake at 1 and asleep again
+        before = sleeps(proc.pid)
+        time.sleep(2.1)  # two wake-ups, each followed by a sleep
         assert proc.poll() is None
-        switches = re.search(r"\nvoluntary_ctxt_switches:\s+(\d+)", read_status(proc.pid))
-        assert switches is not None and int(switches[1]) >= 2
+        assert sleeps(proc.pid) - before >= 2
     finally:
         proc.kill()
         proc.wait()
 
 
-def read_status(pid: int) -> str:
-    return Path(f"/proc/{pid}/status").read_text()
+def sleeps(pid: int) -> int:
+    """How often ``pid`` has gone to sleep: its voluntary context switches."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    found = re.search(r"\nvoluntary_ctxt_switches:\s+(\d+)", status)
+    assert found is not None, status
+    return int(found[1])
 
 
 def test_a_daemon_still_running_when_the_bench_fails_is_killed(tmp_path: Path) -> None:
@@ -303,3 +314,21 @@ def test_the_bench_env_drops_what_steers_cronplus(monkeypatch: pytest.MonkeyPatc
     assert "CRONPLUS_CONFIG" not in env and "NOTIFY_SOCKET" not in env
     assert env["XDG_STATE_HOME"] == "/tmp/state-x"
     assert env["PATH"] == os.environ["PATH"]
+
+
+def test_cronplus_python_is_a_path_or_a_name_on_path_made_absolute_not_resolved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import argparse
+
+    from bench_runonce import interpreter
+
+    venv_python = tmp_path / "venv" / "bin" / "python"
+    venv_python.parent.mkdir(parents=True)
+    venv_python.symlink_to(sys.executable)
+    monkeypatch.chdir(tmp_path)
+    assert interpreter("venv/bin/python") == venv_python  # the link, not what it points to
+    monkeypatch.setenv("PATH", str(venv_python.parent))
+    assert interpreter("python") == venv_python
+    with pytest.raises(argparse.ArgumentTypeError, match="no executable 'pyhton'"):
+        interpreter("pyhton")

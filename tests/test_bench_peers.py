@@ -129,6 +129,16 @@ def test_a_failing_check_is_reported_with_its_exit_code_and_output(tmp_path: Pat
         timed_check(argv, tmp_path, 60.0, peak=build_c(PEAK_SOURCE, tmp_path))
 
 
+def test_a_check_that_cannot_be_run_is_reported_as_such(tmp_path: Path) -> None:
+    from bench_peers import PEAK_SOURCE, timed_check
+    from bench_runonce import build_c
+    from peers import PeerError
+
+    missing = str(tmp_path / "no-such-daemon")
+    with pytest.raises(PeerError, match=r"no-such-daemon exited 127:\n.*No such file"):
+        timed_check([missing, "--check"], tmp_path, 60.0, peak=build_c(PEAK_SOURCE, tmp_path))
+
+
 def test_a_check_over_the_limit_is_stopped_with_its_children(tmp_path: Path) -> None:
     from bench_peers import PEAK_SOURCE, timed_check
     from bench_runonce import build_c
@@ -138,7 +148,7 @@ def test_a_check_over_the_limit_is_stopped_with_its_children(tmp_path: Path) -> 
         f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
     )
     checked = timed_check(
-        [sys.executable, "-c", script], tmp_path, 1.0, peak=build_c(PEAK_SOURCE, tmp_path)
+        [sys.executable, "-c", script], tmp_path, 3.0, peak=build_c(PEAK_SOURCE, tmp_path)
     )
     assert checked == Check(seconds=None, peak_mb=None)
     status = Path(f"/proc/{int(pid_file.read_text())}/status")
