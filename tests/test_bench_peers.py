@@ -129,6 +129,21 @@ def test_a_failing_check_is_reported_with_its_exit_code_and_output(tmp_path: Pat
         timed_check(argv, tmp_path, 60.0, peak=build_c(PEAK_SOURCE, tmp_path))
 
 
+def test_exits_within_sees_the_exit_and_leaves_the_child_to_be_reaped() -> None:
+    from bench_peers import exits_within
+
+    quick = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(4)"])
+    assert exits_within(quick.pid, 60.0)
+    assert quick.wait() == 4  # not reaped by exits_within: its code is still there
+    slow = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert not exits_within(slow.pid, 0.2)
+        assert slow.poll() is None
+    finally:
+        slow.kill()
+        slow.wait()
+
+
 def test_a_check_that_cannot_be_run_is_reported_as_such(tmp_path: Path) -> None:
     from bench_peers import PEAK_SOURCE, timed_check
     from bench_runonce import build_c
