@@ -58,10 +58,10 @@ def run() -> NoReturn:
     """The installed ``cronplus`` command: ``main()``, then out without the interpreter's
     teardown when nothing is left to finish.
 
-    Freeing a process's heap of modules, models and jobs one object at a time took 35 ms
-    of a 0.27 s ``validate`` of 1,000 jobs (bench/RESULTS.md, "floors"). So once stdout and
-    stderr are flushed and no other thread runs (none to join, no executor with queued
-    work), the exit code is handed straight to ``os._exit``. The commands close their
+    Freeing a process's heap of modules, models and jobs one object at a time took about
+    25 ms of a 0.24 s ``validate`` of 1,000 jobs (bench/RESULTS.md, "floors"). So once
+    stdout and stderr are flushed and no other thread runs (none to join, no executor with
+    queued work), the exit code is handed straight to ``os._exit``. The commands close their
     databases and files themselves; nothing of cronplus's waits for ``atexit``. Anything
     else (another thread alive, a pipe closed under us) takes the usual way out.
     """
@@ -84,7 +84,8 @@ def _flushed() -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point: every cronplus error becomes its message on stderr and exit 2."""
+    """Run one command and exit (``SystemExit``, whose code ``run`` hands on): every
+    cronplus error becomes its message on stderr and exit 2."""
     try:
         cli.main(args=argv, prog_name="cronplus", standalone_mode=False)
     except click.exceptions.Abort:
