@@ -221,6 +221,13 @@ def _status(path: Path) -> dict[str, str]:
     return {key: value.strip() for key, value in pairs}
 
 
+def per_minute(before: Usage, after: Usage, seconds: float) -> tuple[float, float]:
+    """CPU ms (schedstat) and wake-ups per 60 s between two readings ``seconds`` apart."""
+    scale = 60 / seconds
+    cpu = (after.cpu_sched_ms - before.cpu_sched_ms) * scale
+    return cpu, (after.switches - before.switches) * scale
+
+
 def usage(pid: int) -> Usage:
     proc = Path(f"/proc/{pid}")
     # The name in (...) may hold spaces; utime and stime are fields 14 and 15.
@@ -249,6 +256,13 @@ def usage(pid: int) -> Usage:
 def idle_month(today: datetime) -> int:
     """The month half a year away: no job of that month fires for months."""
     return (today.month + 5) % 12 + 1
+
+
+def write_idle_crontab(crontab: Path, n: int) -> None:
+    """gen.py's N jobs, each running ``true``, moved into a month none of them is due in
+    for months."""
+    schedule = moved_to_month(idle_month(datetime.now(UTC)))
+    crontab.write_text(rewritten(crontab_text(n), schedule=schedule, argv=("true",)))
 
 
 def moved_to_month(month: int) -> Callable[[str, ZoneInfo], str]:
@@ -288,12 +302,11 @@ def startups(
     """Each size's startup times, alternating; the last repeat's daemons are kept running."""
     times: dict[int, list[float]] = {n: [] for n in sizes}
     kept: dict[int, DaemonRun] = {}
-    schedule = moved_to_month(idle_month(datetime.now(UTC)))
     for repeat in range(repeats):
         for n in sizes:
             folder = fresh(root, f"idle-{n}")
             crontab = folder / "crontab.yaml"
-            crontab.write_text(rewritten(crontab_text(n), schedule=schedule, argv=("true",)))
+            write_idle_crontab(crontab, n)
             daemon = DaemonRun(folder, crontab, python=python)
             times[n].append(daemon.wait_for("started", timeout=STARTUP_TIMEOUT) - daemon.began)
             if repeat < repeats - 1:

@@ -40,10 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_daemon import (
     STARTUP_TIMEOUT,
     DaemonRun,
-    idle_month,
-    moved_to_month,
     no_daemon_left,
+    per_minute,
     usage,
+    write_idle_crontab,
 )
 from bench_peers import PEAK_SOURCE, timed_check
 from bench_runonce import (
@@ -58,11 +58,9 @@ from bench_runonce import (
     load_average,
     machine,
     markdown_table,
-    rewritten,
     shown,
     update_results,
 )
-from gen import crontab_text
 from peers_report import Check
 
 BENCH = Path(__file__).resolve().parent
@@ -91,10 +89,9 @@ def check_ways(python: Path, root: Path, n: int) -> dict[str, list[str]]:
         "interpreter (`-c pass`)": [str(python), "-c", "pass"],
         CHECK_FLOOR: [str(python), "-c", LIBRARIES],
     }
-    schedule = moved_to_month(idle_month(datetime.now(UTC)))
     for jobs in sorted({100, n}):
         crontab = fresh(root, f"check-{jobs}") / "crontab.yaml"
-        crontab.write_text(rewritten(crontab_text(jobs), schedule=schedule, argv=("true",)))
+        write_idle_crontab(crontab, jobs)
         ways[f"cronplus validate, {jobs:,} jobs"] = cronplus_argv(
             crontab, "validate", python=python
         )
@@ -168,10 +165,8 @@ def windows(pids: dict[str, int], seconds: float, count: int) -> dict[str, list[
         time.sleep(seconds)
         after = {name: usage(pid) for name, pid in pids.items()}
         ended = time.perf_counter()
-        per_minute = 60 / (ended - began)
         for name in pids:
-            cpu = (after[name].cpu_sched_ms - before[name].cpu_sched_ms) * per_minute
-            wakes = (after[name].switches - before[name].switches) * per_minute
+            cpu, wakes = per_minute(before[name], after[name], ended - began)
             out[name].append((cpu, wakes, after[name].rss_kib / 1024))
     return out
 
@@ -182,8 +177,7 @@ def idle(
     """The sleepers and a cronplus daemon of N idle jobs, side by side."""
     folder = fresh(root, f"idle-{n}")
     crontab = folder / "crontab.yaml"
-    schedule = moved_to_month(idle_month(datetime.now(UTC)))
-    crontab.write_text(rewritten(crontab_text(n), schedule=schedule, argv=("true",)))
+    write_idle_crontab(crontab, n)
     with no_daemon_left(), running(sleepers(python, build_dir)) as pids:
         daemon = DaemonRun(folder, crontab, python=python)
         daemon.wait_for("started", timeout=STARTUP_TIMEOUT)
@@ -196,11 +190,16 @@ def idle(
 # --- the report -------------------------------------------------------------------------
 
 
+def seconds(runs: list[Check]) -> list[float]:
+    """The checks' times (none is None: ``checks`` stops at one over the limit)."""
+    return [c.seconds for c in runs if c.seconds is not None]
+
+
 def check_table(found: dict[str, list[Check]]) -> str:
     rows = [
         [
             name,
-            cell([c.seconds for c in runs if c.seconds is not None]),
+            cell(seconds(runs)),
             cell([c.peak_mb for c in runs if c.peak_mb is not None], digits=1),
         ]
         for name, runs in found.items()
@@ -226,15 +225,13 @@ def against_table(checked: dict[str, list[Check]], idled: dict[str, list[Window]
     cronplus ran in the same rounds (checks) and the same windows (idle), so each round or
     window gives one difference and one ratio, whose medians are shown."""
 
-    def check_s(name: str) -> list[float]:
-        return [c.seconds for c in checked[name] if c.seconds is not None]
-
     def cpu_ms(name: str) -> list[float]:
         return [w[0] for w in idled[name]]
 
     validate, daemon = f"cronplus validate, {n:,} jobs", f"cronplus daemon, {n:,} jobs"
+    validated, floor_checked = seconds(checked[validate]), seconds(checked[CHECK_FLOOR])
     pairs = [
-        (validate, "s", TARGETS["check"], check_s(validate), check_s(CHECK_FLOOR)),
+        (validate, "s", TARGETS["check"], validated, floor_checked),
         (daemon, "ms per 60 s", TARGETS["idle"], cpu_ms(daemon), cpu_ms(IDLE_FLOOR)),
     ]
     rows = []

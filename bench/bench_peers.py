@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import peers_report
 import spawn_limit
-from bench_daemon import idle_month, no_daemon_left, usage
+from bench_daemon import idle_month, no_daemon_left, per_minute, usage
 from bench_runonce import (
     DEFAULT_BUILD_DIR,
     add_cronplus_python,
@@ -197,13 +197,12 @@ def idle_window(running: dict[int, Running], seconds: float) -> dict[int, tuple[
     began = time.perf_counter()
     time.sleep(seconds)
     after = {n: usage(run.pid) for n, run in running.items()}
-    per_minute = 60 / (time.perf_counter() - began)
+    elapsed = time.perf_counter() - began
     return {
         n: (
             after[n].rss_kib / 1024,
             after[n].hwm_kib / 1024,
-            (after[n].cpu_sched_ms - before[n].cpu_sched_ms) * per_minute,
-            (after[n].switches - before[n].switches) * per_minute,
+            *per_minute(before[n], after[n], elapsed),
         )
         for n in running
     }

@@ -20,7 +20,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
-from bench_daemon import DaemonRun, idle_month, moved_to_month, no_daemon_left
+from bench_daemon import (
+    DaemonRun,
+    idle_month,
+    moved_to_month,
+    no_daemon_left,
+    write_idle_crontab,
+)
 from bench_runonce import bench_env, build_stamp, percentile, read_stamps, rewritten, update_results
 from gen import EXPRESSIONS, ZONES, crontab_text
 
@@ -185,8 +191,7 @@ def sleeps(pid: int) -> int:
 
 def test_a_daemon_still_running_when_the_bench_fails_is_killed(tmp_path: Path) -> None:
     crontab = tmp_path / "crontab.yaml"
-    idle = moved_to_month(idle_month(datetime.now(UTC)))
-    crontab.write_text(rewritten(crontab_text(3), schedule=idle, argv=("true",)))
+    write_idle_crontab(crontab, 3)
     daemon = DaemonRun(tmp_path, crontab)
     try:
         with pytest.raises(SystemExit, match="a failure"), no_daemon_left():
