@@ -291,6 +291,8 @@ class Engine:
             started_at = self._clock.now()
             process = self._runner.start(command_for(job, slot, attempt, self._base_env))
             run.process = process
+            # The rest waits for the next loop turn: the other slots due now spawn first.
+            await asyncio.sleep(0)
             noted = self._in_flight.note(
                 Started(
                     job=job.name,

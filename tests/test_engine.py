@@ -14,7 +14,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from cronplus.clock import FakeClock
+from cronplus.command import Command
 from cronplus.engine import Engine
+from cronplus.events import NoEvents
 from cronplus.logs import LOGGER_NAME, EventLog
 from cronplus.model import (
     Catchup,
@@ -24,8 +26,9 @@ from cronplus.model import (
     Overlap,
     RetryPolicy,
     Settings,
+    Slot,
 )
-from cronplus.runner import Runner
+from cronplus.runner import Runner, RunningProcess
 from cronplus.state import SqliteStore
 
 S = timedelta(seconds=1)
@@ -438,6 +441,58 @@ def test_a_tick_starts_on_time_slots_before_finding_their_next_slots(
     assert pending == [None, None]
     assert following == utc("2026-01-01T06:00")  # early's next; yearly's is a year away
     assert store.ledger() == {"early": utc("2026-01-01T05:00"), "yearly": utc("2026-01-01T05:00")}
+
+
+class Recorder(NoEvents):
+    """Notes each attempt the engine announces, after the spawns that ``SpawnOrder`` notes."""
+
+    def __init__(self, order: list[str]) -> None:
+        self.order = order
+
+    def attempt_started(
+        self, *, job: Job, slot: Slot, attempt: int, pid: int | None, at: datetime
+    ) -> None:
+        self.order.append(f"announced {job.name}")
+
+
+class SpawnOrder(Runner):
+    def __init__(self, order: list[str]) -> None:
+        super().__init__(drain_grace=0.2)
+        self.order = order
+
+    def start(self, command: Command) -> RunningProcess:
+        process = super().start(command)
+        self.order.append(f"spawned {command.env['CRONPLUS_JOB']}")
+        return process
+
+
+def test_the_slots_due_at_once_all_spawn_before_any_is_announced(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    names = [f"job{n}" for n in range(5)]
+    tab = crontab(tmp_path, *(job(name, "0 * * * *", "true", tmp_path) for name in names))
+    clock = FakeClock(utc("2026-01-01T04:59:59.5"))
+    order: list[str] = []
+
+    async def scenario() -> None:
+        eng = Engine(
+            tab,
+            store=store,
+            runner=SpawnOrder(order),
+            clock=clock,
+            base_env={},
+            log=EventLog(),
+            events=Recorder(order),
+        )
+        eng.load_jobs(now=clock.now(), ledger={})
+        clock.advance(S / 2)
+        eng.tick(clock.now())
+        await eng.wait_idle()
+
+    asyncio.run(scenario())
+    # Bookkeeping after a spawn waits a loop turn, so the last job of a burst starts sooner.
+    assert order == [f"spawned {n}" for n in names] + [f"announced {n}" for n in names]
+    assert [r.outcome for r in store.history(limit=10)] == [Outcome.SUCCEEDED] * 5
 
 
 def test_a_reload_that_changes_a_job_but_not_its_next_slot_starts_that_slot_once(
