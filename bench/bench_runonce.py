@@ -145,8 +145,11 @@ def build_stamp(build_dir: Path = DEFAULT_BUILD_DIR) -> Path:
 
 def build_c(source: Path, build_dir: Path = DEFAULT_BUILD_DIR, *, static: bool = False) -> Path:
     """Compile ``source`` into ``build_dir`` (named after it; first ``-static`` if
-    ``static``, then dynamic), unless an up-to-date build exists."""
-    target = build_dir / source.stem
+    ``static``, then dynamic), unless an up-to-date build exists.
+
+    A static build has a name of its own (``-static`` added), so a dynamic build of the
+    same source, made before, is never taken for it."""
+    target = build_dir / (f"{source.stem}-static" if static else source.stem)
     if target.exists() and target.stat().st_mtime >= source.stat().st_mtime:
         return target
     build_dir.mkdir(parents=True, exist_ok=True)

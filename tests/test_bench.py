@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -161,6 +162,32 @@ def test_the_floors_bench_measures_cronplus_beside_its_floors_and_writes_its_sec
     assert written.startswith("# Benchmark results\n\n## daemon\n\nkept as it is\n")
     assert "\n## floors\n\n<!-- bench_floors.py: begin -->\n- date: " in written
     assert tables(written.split("## floors", 1)[1]) == [checks, idle, against]
+
+
+def loader(program: Path) -> bool:
+    """Whether a 64-bit ELF program names a loader (a ``PT_INTERP`` header): is dynamic."""
+    data = program.read_bytes()
+    (offset,), (size, count) = (
+        struct.unpack_from("<Q", data, 32),
+        struct.unpack_from("<HH", data, 54),
+    )
+    kinds = [struct.unpack_from("<I", data, offset + n * size)[0] for n in range(count)]
+    return 3 in kinds  # PT_INTERP
+
+
+def test_a_static_build_is_never_a_dynamic_one_made_before(tmp_path: Path) -> None:
+    from bench_runonce import build_c
+
+    dynamic = build_c(BENCH / "stamp.c", tmp_path)
+    static = build_c(BENCH / "stamp.c", tmp_path, static=True)
+    assert static != dynamic
+    assert loader(dynamic) and not loader(static)
+    built = static.stat().st_mtime_ns
+    assert build_c(BENCH / "stamp.c", tmp_path, static=True) == static  # up to date: kept
+    assert static.stat().st_mtime_ns == built
+    for program in (dynamic, static):
+        ran = subprocess.run([program], capture_output=True, text=True)
+        assert (ran.returncode, ran.stderr) == (2, "usage: stamp FILE\n")
 
 
 def test_the_sleeper_wakes_and_sleeps_again_until_killed(tmp_path: Path) -> None:
