@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -32,6 +33,15 @@ class Clock(Protocol):
         """
         ...
 
+    async def sleep_while(self, still_idle: Callable[[], bool], *, every: float) -> None:
+        """Sleep in slices of ``every`` seconds; after each, ``still_idle()`` says whether
+        to sleep another. Return once it says no (its exception ends the sleep too).
+
+        A slice's end runs ``still_idle`` straight from a timer, with no task resumed: an
+        idle daemon's whole cost is these wake-ups (docs/daemon.md, "The loop").
+        """
+        ...
+
 
 class SystemClock:
     """The host's clocks."""
@@ -45,6 +55,29 @@ class SystemClock:
     async def sleep_until(self, instant: datetime, *, max_seconds: float) -> None:
         delay = (instant - self.now()).total_seconds()
         await asyncio.sleep(min(max(delay, 0.0), max_seconds))
+
+    async def sleep_while(self, still_idle: Callable[[], bool], *, every: float) -> None:
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[None] = loop.create_future()
+        timer: asyncio.TimerHandle
+
+        def slice_ended() -> None:
+            nonlocal timer
+            try:
+                idle = still_idle()
+            except Exception as error:  # the sleeper raises it, not the loop's handler
+                woken.set_exception(error)
+                return
+            if idle:
+                timer = loop.call_later(every, slice_ended)
+            else:
+                woken.set_result(None)
+
+        timer = loop.call_later(every, slice_ended)
+        try:
+            await woken
+        finally:
+            timer.cancel()  # a cancelled sleep asks nothing more
 
 
 class FakeClock:
@@ -88,3 +121,11 @@ class FakeClock:
         self.sleeps.append(delay)
         self.advance(timedelta(seconds=delay))
         await asyncio.sleep(0)
+
+    async def sleep_while(self, still_idle: Callable[[], bool], *, every: float) -> None:
+        while True:
+            self.sleeps.append(every)
+            self.advance(timedelta(seconds=every))
+            await asyncio.sleep(0)
+            if not still_idle():
+                return

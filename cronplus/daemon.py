@@ -1,9 +1,9 @@
 """The daemon: the scheduler loop, signals, config reload, and systemd notifications.
 
 The loop keeps no timer per job: it asks the engine for the earliest due instant, sleeps
-until then (never more than 30 s, so clock steps and suspends are seen within a slice),
-re-reads the wall clock and ticks. SIGHUP or a change to the file reloads; SIGTERM and
-SIGINT stop the jobs within ``shutdown_grace`` and exit 0.
+until then (in slices of at most 30 s, whose ends re-read the wall clock, so clock steps
+and suspends are seen within a slice) and ticks. SIGHUP or a change to the file reloads;
+SIGTERM and SIGINT stop the jobs within ``shutdown_grace`` and exit 0.
 """
 
 from __future__ import annotations
@@ -85,6 +85,11 @@ class Daemon:
         """The loop's task while it sleeps, for ``_wake_up`` to cancel that sleep."""
         self._interrupted = False
         """``_wake_up`` has cancelled the sleep (and nobody else has)."""
+        watchdog = self._notifier.watchdog_interval()
+        self._cap = min(plan.MAX_SLEEP, watchdog) if watchdog else plan.MAX_SLEEP
+        """The longest sleep: DESIGN's 30 s, or less to keep systemd's watchdog fed."""
+        self._wall, self._mono = clock.now(), clock.monotonic()
+        """The clocks' last reading, by a pass or an idle slice: the base of a jump."""
 
     async def run(self) -> None:
         try:
@@ -139,28 +144,34 @@ class Daemon:
         await self.observe.start(self.engine, now=now)
 
     async def _loop(self) -> None:
-        wall, mono = self._clock.now(), self._clock.monotonic()
-        watchdog = self._notifier.watchdog_interval()
-        cap = min(plan.MAX_SLEEP, watchdog) if watchdog else plan.MAX_SLEEP
         while not self._stop.is_set():
             now, mono_now = self._clock.now(), self._clock.monotonic()
-            self._note_jump(wall, now, mono, mono_now)
-            wall, mono = now, mono_now
+            self._note_jump(now, mono_now)
             with collector.paused():  # a burst's tasks and processes leave no cycles
                 if self.engine.tick(now):
                     # Let the started slots spawn before anything else, their jobs' next
                     # slots included (Timetable.push_deferred).
                     await asyncio.sleep(0)
             self.observe.tick(now, mono_now)
-            self._notifier.watchdog()
-            if self._notifier.enabled:  # the status line is for systemd only; skip the work
-                self._notifier.status(self.status_line())
+            self._report_alive()
             due = self.observe.earliest(self.engine.next_due())
-            target = plan.sleep_target(due, now=now)
-            await self._sleep(target, cap, precise=target == due)
+            target = plan.sleep_target(due, now=now, cap=self._cap)
+            await self._sleep(target, precise=target == due)
 
-    def _note_jump(self, wall: datetime, now: datetime, mono: float, mono_now: float) -> None:
-        jump = plan.clock_jump(wall_before=wall, wall_now=now, mono_before=mono, mono_now=mono_now)
+    def _report_alive(self) -> None:
+        self._notifier.watchdog()
+        if self._notifier.enabled:  # the status line is for systemd only; skip the work
+            self._notifier.status(self.status_line())
+
+    def _jump(self, now: datetime, mono_now: float) -> timedelta | None:
+        """How far the wall clock jumped since the clocks' last reading, if it did."""
+        return plan.clock_jump(
+            wall_before=self._wall, wall_now=now, mono_before=self._mono, mono_now=mono_now
+        )
+
+    def _note_jump(self, now: datetime, mono_now: float) -> None:
+        jump = self._jump(now, mono_now)
+        self._wall, self._mono = now, mono_now
         if jump is None:
             return
         direction = "forward" if jump.total_seconds() > 0 else "back"
@@ -175,10 +186,10 @@ class Daemon:
             seconds=round(jump.total_seconds(), 3),
         )
 
-    async def _sleep(self, target: datetime, cap: float, *, precise: bool) -> None:
-        """Sleep until ``target`` or for ``cap`` seconds; ``_wake_up`` cuts it short.
+    async def _sleep(self, target: datetime, *, precise: bool) -> None:
+        """Sleep until ``target`` (a due instant, ``precise``), or while nothing comes due
+        within a slice; ``_wake_up`` cuts it short.
 
-        ``precise``: ``target`` is a due instant, not just the cap, so wake on time.
         The loop's own task sleeps, and ``_wake_up`` cancels that sleep: an idle daemon's
         whole cost is its wake-ups, and a sleep in a task of its own, awaited with
         ``asyncio.wait``, took five turns of the event loop (five ``epoll_wait`` calls) per
@@ -189,7 +200,7 @@ class Daemon:
             assert task is not None  # the loop runs as a task
             self._sleeper = task
             try:
-                await self._nap(target, cap, precise=precise)
+                await self._nap(target, precise=precise)
             except asyncio.CancelledError:
                 # Only the cancel that _wake_up asked for ends here; any other goes on.
                 if not self._interrupted or task.uncancel() > 0:
@@ -199,15 +210,36 @@ class Daemon:
                 self._interrupted = False
         self._wake.clear()
 
-    async def _nap(self, target: datetime, cap: float, *, precise: bool) -> None:
+    async def _nap(self, target: datetime, *, precise: bool) -> None:
+        cap = self._cap
+        if not precise:
+            await self._clock.sleep_while(self._idle_slice, every=cap)
+            return
         ahead = (target - self._clock.now()).total_seconds()
-        if precise and PRECISE_AFTER < ahead <= cap:
+        if PRECISE_AFTER < ahead <= cap:
             # Linux ends a long poll timeout up to 0.1 % late (0.5 % when niced: the
             # kernel's select_estimate_accuracy), 30 ms after 30 s. So stop 1 % short, then
             # sleep the rest, whose slack is microseconds.
             early = target - timedelta(seconds=ahead / 100)
             await self._clock.sleep_until(early, max_seconds=cap)
         await self._clock.sleep_until(target, max_seconds=cap)
+
+    def _idle_slice(self) -> bool:
+        """The end of a slice of an idle sleep, run from the clock's timer: the clocks are
+        read and the loop is alive, as in a pass; sleep on unless the wall clock jumped or
+        something comes due within the next slice, which the loop's pass then handles.
+
+        No task is resumed for it, which halves what an idle wake-up costs, and a tick
+        would find nothing due anyway (docs/daemon.md, "The loop").
+        """
+        now, mono_now = self._clock.now(), self._clock.monotonic()
+        self.observe.beat(mono_now)
+        self._report_alive()
+        if self._jump(now, mono_now) is not None:
+            return False  # the pass's _note_jump reports it, from the same reading before
+        self._wall, self._mono = now, mono_now
+        due = self.observe.earliest(self.engine.next_due())
+        return plan.sleep_target(due, now=now, cap=self._cap) != due
 
     def _wake_up(self) -> None:
         self._wake.set()

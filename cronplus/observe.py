@@ -181,15 +181,20 @@ class Observatory:
         self._control = await ControlServer.start(socket_path(state), self, log=self._log)
 
     def tick(self, now: datetime, monotonic: float) -> None:
-        """The loop is alive: beat, fire dead-man alerts that are due, publish next runs."""
-        self._beat = monotonic
+        """The loop's pass: beat, fire dead-man alerts that are due, publish next runs."""
+        self.beat(monotonic)
         for alert in self.alerts.book.due(now=now):
             job = self._job(alert.job)
             if job is not None:
                 self.alerts.dispatcher.send(alert, job.notifiers(alert.kind))
         if self.metrics is not None and self._engine is not None:
-            self.metrics.heartbeat(monotonic)
             self.metrics.schedule({s.job.name: s.next_due for s in self._engine.jobs()})
+
+    def beat(self, monotonic: float) -> None:
+        """The loop is alive (a pass, or an idle slice that needed none)."""
+        self._beat = monotonic
+        if self.metrics is not None:
+            self.metrics.heartbeat(monotonic)
 
     def earliest(self, next_due: datetime | None) -> datetime | None:
         """The loop's next wake-up: the engine's next slot or a dead-man deadline."""

@@ -189,7 +189,8 @@ def clock_jump(
     return drift if abs(drift) > CLOCK_JUMP else None
 
 
-def sleep_target(next_due: datetime | None, *, now: datetime) -> datetime:
-    """When the loop should wake: the earliest due instant, but never past ``MAX_SLEEP``."""
-    cap = now + timedelta(seconds=MAX_SLEEP)
-    return cap if next_due is None else min(next_due, cap)
+def sleep_target(next_due: datetime | None, *, now: datetime, cap: float = MAX_SLEEP) -> datetime:
+    """When the loop should wake: the earliest due instant, but never past ``cap`` seconds
+    (``MAX_SLEEP``, or less for systemd's watchdog)."""
+    latest = now + timedelta(seconds=cap)
+    return latest if next_due is None else min(next_due, latest)

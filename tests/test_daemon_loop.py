@@ -1,34 +1,60 @@
 """The daemon's loop in process: a long sleep is cut short by a reload or a stop, a
-cancellation that is not the loop's own still ends it, and the garbage collector keeps out
-of start-up and of a tick's starts."""
+cancellation that is not the loop's own still ends it, an idle sleep runs a pass only where
+a slot comes due within a slice or the clock jumps, and the garbage collector keeps out of
+start-up and of a tick's starts."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from cronplus import collector, config
-from cronplus.clock import SystemClock
+from cronplus.clock import Clock, FakeClock, SystemClock
 from cronplus.daemon import Daemon
+from cronplus.engine import SlotRun
+from cronplus.logs import LOGGER_NAME
 from cronplus.model import CronplusError
 from cronplus.runner import Command, Runner, RunningProcess
 from cronplus.state import SqliteStore
 
-IDLE = "jobs:\n  later:\n    schedule: '0 0 1 1 *'\n    command: ['true']\n"
+IDLE = "jobs:\n  later:\n    schedule: '0 0 1 1 *'\n    timezone: UTC\n    command: ['true']\n"
 EVERY_SECOND = "jobs:\n  soon:\n    schedule: '* * * * * *'\n    command: ['true']\n"
+NEW_YEAR = datetime(2027, 1, 1, tzinfo=UTC)
+"""When IDLE's job comes due."""
 
 
-def daemon_on(tmp_path: Path, text: str) -> Daemon:
+def daemon_on(tmp_path: Path, text: str, clock: Clock | None = None) -> Daemon:
     path = tmp_path / "crontab.yaml"
     path.write_text(f"settings:\n  state: {tmp_path / 'state.db'}\n{text}")
     env = {"PATH": os.environ["PATH"]}
     crontab = config.load(path, env=env)
     store = SqliteStore.open(crontab.settings.state)
-    return Daemon(path, crontab, store=store, clock=SystemClock(), env=env)
+    return Daemon(path, crontab, store=store, clock=clock or SystemClock(), env=env)
+
+
+def noting_passes(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch, *, stop_after: int
+) -> list[tuple[datetime, int]]:
+    """(now, slots started) for each of the loop's ticks; the daemon stops at the
+    ``stop_after``-th."""
+    passes: list[tuple[datetime, int]] = []
+    tick = daemon.engine.tick
+
+    def noting(now: datetime) -> list[SlotRun]:
+        started = tick(now)
+        passes.append((now, len(started)))
+        if len(passes) == stop_after:
+            daemon.stop("test")
+        return started
+
+    monkeypatch.setattr(daemon.engine, "tick", noting)
+    return passes
 
 
 async def asleep(tmp_path: Path) -> tuple[Daemon, asyncio.Task[None]]:
@@ -86,6 +112,56 @@ def test_a_cancellation_that_is_not_a_wake_up_still_ends_the_loop(tmp_path: Path
             await asyncio.wait_for(task, 10)
 
     asyncio.run(scenario())
+
+
+def test_an_idle_sleep_runs_a_pass_only_once_the_slot_is_within_a_slice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock(NEW_YEAR - timedelta(minutes=10))
+    daemon = daemon_on(tmp_path, IDLE, clock)
+    passes = noting_passes(daemon, monkeypatch, stop_after=3)
+    beats: list[object] = []
+    idle_slice = daemon._idle_slice
+
+    def beating() -> bool:
+        idle = idle_slice()
+        beats.append(daemon.observe.status()["heartbeat_age_s"])
+        return idle
+
+    monkeypatch.setattr(daemon, "_idle_slice", beating)
+    asyncio.run(daemon.run())
+    start = NEW_YEAR - timedelta(minutes=10)
+    # Not one pass per 30 s slice (21 of them): the start, the slice that finds the slot
+    # within the next, and the slot, started on time.
+    assert passes == [(start, 0), (NEW_YEAR - timedelta(seconds=30), 0), (NEW_YEAR, 1)]
+    assert clock.sleeps[:19] == [30.0] * 19  # then the split sleep up to the slot
+    assert beats == [0.0] * 19  # every slice counts as the loop alive, as a pass does
+
+
+def test_a_clock_jump_in_an_idle_sleep_ends_it_at_that_slice_and_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+    clock = FakeClock(start)
+    daemon = daemon_on(tmp_path, IDLE, clock)
+    passes = noting_passes(daemon, monkeypatch, stop_after=2)
+    slices = 0
+    idle_slice = daemon._idle_slice
+
+    def suspending() -> bool:
+        nonlocal slices
+        slices += 1
+        if slices == 3:
+            clock.suspend(timedelta(hours=2))  # the host slept in the third slice
+        return idle_slice()
+
+    monkeypatch.setattr(daemon, "_idle_slice", suspending)
+    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        asyncio.run(daemon.run())
+    assert slices == 3
+    assert [now for now, _ in passes] == [start, start + timedelta(hours=2, seconds=90)]
+    jumps = [r for r in caplog.records if getattr(r, "cronplus_event", None) == "clock_jump"]
+    assert [getattr(r, "cronplus_fields", {}).get("seconds") for r in jumps] == [7200.0]
 
 
 BURST = "  max_concurrent: 20\njobs:\n" + "".join(
