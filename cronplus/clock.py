@@ -63,6 +63,8 @@ class SystemClock:
 
         def slice_ended() -> None:
             nonlocal timer
+            if woken.done():  # cancelled earlier in the turn this timer came due in
+                return
             try:
                 idle = still_idle()
             except Exception as error:  # the sleeper raises it, not the loop's handler

@@ -161,7 +161,7 @@ def format_status(status: dict[str, Any]) -> str:
         f"cronplus {status['version']}, pid {status['pid']}, up {_age(status['uptime_s'])}",
         f"config: {status['config']}",
         f"last load: {reload['at']} ({reload['why']}): {verdict}",
-        f"loop: last tick {'-' if beat is None else _age(beat) + ' ago'}; "
+        f"loop: last beat {'-' if beat is None else _age(beat) + ' ago'}; "
         f"queue: {status['queued']} waiting",
         "",
     ]

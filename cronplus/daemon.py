@@ -216,10 +216,11 @@ class Daemon:
             await self._clock.sleep_while(self._idle_slice, every=cap)
             return
         ahead = (target - self._clock.now()).total_seconds()
-        if PRECISE_AFTER < ahead <= cap:
+        if ahead > PRECISE_AFTER:
             # Linux ends a long poll timeout up to 0.1 % late (0.5 % when niced: the
             # kernel's select_estimate_accuracy), 30 ms after 30 s. So stop 1 % short, then
-            # sleep the rest, whose slack is microseconds.
+            # sleep the rest, whose slack is microseconds. A target is at most 1 % past the
+            # cap (plan.sleep_target), so the first sleep is within it.
             early = target - timedelta(seconds=ahead / 100)
             await self._clock.sleep_until(early, max_seconds=cap)
         await self._clock.sleep_until(target, max_seconds=cap)

@@ -39,8 +39,9 @@ from cronplus.clock import Clock
 from cronplus.model import CronplusError, Job, ListenAddress, RunResult, Slot
 
 STALE_AFTER = 2 * plan.MAX_SLEEP
-"""``/healthz`` fails once the loop has not ticked for this long: it ticks at least every
-``MAX_SLEEP`` seconds, so twice that means it is stuck or gone."""
+"""``/healthz`` fails once the loop has not beaten for this long: it beats (a pass, or an
+idle slice's end) at least every ``MAX_SLEEP`` seconds, so twice that means it is stuck or
+gone."""
 DURATION_BUCKETS = (0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600)
 """Seconds: cron jobs run from a blink to hours."""
 
@@ -141,8 +142,8 @@ class Metrics:
             return False, "the scheduler loop is not running"
         age = monotonic_now - self._beat
         if age > STALE_AFTER:
-            return False, f"the scheduler loop last ticked {age:.1f}s ago (limit {STALE_AFTER:g}s)"
-        return True, f"ok: the scheduler loop ticked {age:.1f}s ago"
+            return False, f"the scheduler loop last beat {age:.1f}s ago (limit {STALE_AFTER:g}s)"
+        return True, f"ok: the scheduler loop beat {age:.1f}s ago"
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -189,8 +189,18 @@ def clock_jump(
     return drift if abs(drift) > CLOCK_JUMP else None
 
 
+PRECISE_REACH = 1.01
+"""A due instant up to 1 % past the cap is slept to, not past (``sleep_target``)."""
+
+
 def sleep_target(next_due: datetime | None, *, now: datetime, cap: float = MAX_SLEEP) -> datetime:
-    """When the loop should wake: the earliest due instant, but never past ``cap`` seconds
-    (``MAX_SLEEP``, or less for systemd's watchdog)."""
-    latest = now + timedelta(seconds=cap)
-    return latest if next_due is None else min(next_due, latest)
+    """When the loop should wake: the earliest due instant, or ``cap`` seconds from now
+    (``MAX_SLEEP``, or less for systemd's watchdog) if it lies further.
+
+    An instant up to 1 % past the cap counts as within it: a sleep to a due instant stops
+    1 % short of it (the daemon's ``_nap``), so none is longer than the cap, while a sleep
+    of the whole cap may end that late (Linux's poll slack), past such an instant.
+    """
+    if next_due is not None and next_due <= now + timedelta(seconds=cap * PRECISE_REACH):
+        return next_due
+    return now + timedelta(seconds=cap)

@@ -4,6 +4,7 @@ resumed, until the check says to stop; its exception and a cancel end the sleep.
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -30,7 +31,7 @@ def test_a_system_sleep_checks_after_every_slice_from_a_timer_and_ends_when_told
         loop = asyncio.get_running_loop()
         checks = Checks(idle=4)
         began = loop.time()
-        await SystemClock().sleep_while(checks, every=SLICE)
+        await asyncio.wait_for(SystemClock().sleep_while(checks, every=SLICE), 5)
         return checks, loop.time() - began
 
     checks, took = asyncio.run(scenario())
@@ -43,7 +44,7 @@ def test_a_check_that_raises_ends_the_system_sleep_with_its_error() -> None:
         raise LookupError("no such job")
 
     async def scenario() -> None:
-        await SystemClock().sleep_while(broken, every=SLICE)
+        await asyncio.wait_for(SystemClock().sleep_while(broken, every=SLICE), 5)
 
     with pytest.raises(LookupError, match="no such job"):
         asyncio.run(scenario())
@@ -57,12 +58,31 @@ def test_a_cancelled_system_sleep_asks_nothing_more() -> None:
             await asyncio.sleep(SLICE)
         sleeper.cancel()
         with pytest.raises(asyncio.CancelledError):
-            await sleeper
+            await asyncio.wait_for(sleeper, 5)
         asked = len(checks.tasks)
         await asyncio.sleep(10 * SLICE)
         return len(checks.tasks) - asked
 
     assert asyncio.run(scenario()) == 0
+
+
+def test_a_sleep_cancelled_in_the_turn_its_slice_ends_asks_nothing_and_logs_nothing() -> None:
+    async def scenario() -> tuple[int, list[object]]:
+        loop = asyncio.get_running_loop()
+        handled: list[object] = []
+        loop.set_exception_handler(lambda _loop, context: handled.append(context))
+        checks = Checks(idle=0)
+        sleeper = asyncio.create_task(SystemClock().sleep_while(checks, every=SLICE))
+        await asyncio.sleep(0)  # the sleeper sets its slice's timer
+        time.sleep(3 * SLICE)  # the loop is busy (a reload's parse) past the slice's end
+        # A signal handler's call, queued before the turn in which that timer comes due.
+        loop.call_soon(sleeper.cancel)
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(sleeper, 5)
+        await asyncio.sleep(SLICE)
+        return len(checks.tasks), handled
+
+    assert asyncio.run(scenario()) == (0, [])
 
 
 def test_a_fake_sleep_moves_the_clock_a_slice_before_each_check() -> None:

@@ -126,7 +126,7 @@ def test_the_status_text_names_everything_the_json_holds() -> None:
         "config: /etc/cronplus/crontab.yaml",
         "last load: 2026-03-08T07:00:00Z (SIGHUP): REJECTED, the previous jobs run on",
         "  a:1:1: x",
-        "loop: last tick 0.4s ago; queue: 2 waiting",
+        "loop: last beat 0.4s ago; queue: 2 waiting",
         "",
         "JOB     NEXT (UTC)            NEXT (LOCAL)               RUNNING",
         "backup  2026-03-09T07:00:00Z  2026-03-09T08:00:00+01:00  1",

@@ -6,9 +6,11 @@ start-up and of a tick's starts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
+import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,10 +31,12 @@ NEW_YEAR = datetime(2027, 1, 1, tzinfo=UTC)
 """When IDLE's job comes due."""
 
 
-def daemon_on(tmp_path: Path, text: str, clock: Clock | None = None) -> Daemon:
+def daemon_on(
+    tmp_path: Path, text: str, clock: Clock | None = None, env: dict[str, str] | None = None
+) -> Daemon:
     path = tmp_path / "crontab.yaml"
     path.write_text(f"settings:\n  state: {tmp_path / 'state.db'}\n{text}")
-    env = {"PATH": os.environ["PATH"]}
+    env = {"PATH": os.environ["PATH"], **(env or {})}
     crontab = config.load(path, env=env)
     store = SqliteStore.open(crontab.settings.state)
     return Daemon(path, crontab, store=store, clock=clock or SystemClock(), env=env)
@@ -162,6 +166,62 @@ def test_a_clock_jump_in_an_idle_sleep_ends_it_at_that_slice_and_is_reported(
     assert [now for now, _ in passes] == [start, start + timedelta(hours=2, seconds=90)]
     jumps = [r for r in caplog.records if getattr(r, "cronplus_event", None) == "clock_jump"]
     assert [getattr(r, "cronplus_fields", {}).get("seconds") for r in jumps] == [7200.0]
+
+
+def test_under_systemds_watchdog_a_slice_is_half_its_interval_and_each_one_feeds_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"cronplus-test-{os.getpid()}-{id(tmp_path)}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
+        manager.bind("\0" + name)  # an abstract socket: no path to outgrow sun_path
+        manager.setblocking(False)
+        clock = FakeClock(NEW_YEAR - timedelta(minutes=1))
+        watchdog = {"NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "10000000"}
+        daemon = daemon_on(tmp_path, IDLE, clock, env=watchdog)
+        passes = noting_passes(daemon, monkeypatch, stop_after=3)
+        messages: list[bytes] = []
+
+        def receive() -> None:
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    messages.append(manager.recv(4096))
+
+        async def scenario() -> None:
+            # Read as the daemon sends: a datagram socket's queue holds only a few.
+            asyncio.get_running_loop().add_reader(manager.fileno(), receive)
+            await daemon.run()
+            receive()
+
+        asyncio.run(scenario())
+    # 10 s of watchdog: slices of 5 s, the last pass before the slot one slice ahead of it.
+    assert [now for now, _ in passes] == [
+        NEW_YEAR - timedelta(minutes=1),
+        NEW_YEAR - timedelta(seconds=5),
+        NEW_YEAR,
+    ]
+    assert clock.sleeps[:11] == [5.0] * 11
+    # A feed and a status line per pass and per slice: 3 + 11.
+    assert messages.count(b"WATCHDOG=1") == 14
+    statuses = [m for m in messages if m.startswith(b"STATUS=")]
+    assert len(statuses) == 14 and statuses[0].startswith(b"STATUS=1 jobs, 0 running")
+
+
+def test_a_dead_man_deadline_ends_an_idle_sleep_one_slice_ahead_and_fires_on_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+    clock = FakeClock(start)
+    watched = (
+        "notifiers:\n  ops: {command: ['true']}\n"
+        + IDLE
+        + "    on_failure: [ops]\n    alert_if_no_success_for: 2m\n"
+    )
+    daemon = daemon_on(tmp_path, watched, clock)
+    passes = noting_passes(daemon, monkeypatch, stop_after=3)
+    asyncio.run(daemon.run())
+    deadline = start + timedelta(minutes=2)
+    assert [now for now, _ in passes] == [start, deadline - timedelta(seconds=30), deadline]
+    assert daemon.observe.alerts.book.next_deadline() is None  # it fired at that pass
 
 
 BURST = "  max_concurrent: 20\njobs:\n" + "".join(

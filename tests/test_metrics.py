@@ -148,9 +148,9 @@ def test_a_rejected_reload_shows_as_zero(served: tuple[Metrics, MetricsServer, F
 @pytest.mark.parametrize(
     ("beat_age", "stopped", "status", "says"),
     [
-        (0.0, False, 200, "ok: the scheduler loop ticked 0.0s ago"),
+        (0.0, False, 200, "ok: the scheduler loop beat 0.0s ago"),
         (STALE_AFTER, False, 200, "ok"),
-        (STALE_AFTER + 1, False, 503, f"last ticked {STALE_AFTER + 1:.1f}s ago"),
+        (STALE_AFTER + 1, False, 503, f"last beat {STALE_AFTER + 1:.1f}s ago"),
         (0.0, True, 503, "the scheduler loop is not running"),
     ],
     ids=["fresh", "at-the-limit", "stale", "stopped"],

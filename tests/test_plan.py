@@ -109,6 +109,16 @@ def test_the_loop_never_sleeps_past_thirty_seconds() -> None:
     assert plan.sleep_target(now + 5 * S, now=now) == now + 5 * S
 
 
+def test_an_instant_a_sleep_of_the_whole_cap_could_overshoot_is_slept_to_precisely() -> None:
+    now = utc("2026-01-01T00:00")
+    # A 30 s sleep may end 30 ms late (150 ms niced): 1 % past the cap is still a target.
+    assert plan.sleep_target(now + 30.2 * S, now=now) == now + 30.2 * S
+    assert plan.sleep_target(now + 30.4 * S, now=now) == now + 30 * S
+    # The same reach under systemd's watchdog, whose interval can make the cap shorter.
+    assert plan.sleep_target(now + 10.05 * S, now=now, cap=10) == now + 10.05 * S
+    assert plan.sleep_target(now + 10.2 * S, now=now, cap=10) == now + 10 * S
+
+
 def _job(schedule: str, catchup: Catchup, window: timedelta | None = None) -> tuple[Job, Schedule]:
     job = Job(
         name="j",
