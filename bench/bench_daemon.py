@@ -62,6 +62,7 @@ from bench_runonce import (
     bench_env,
     build_stamp,
     cell,
+    code_state,
     cronplus_argv,
     fresh,
     install_cronplus,
@@ -507,7 +508,7 @@ def main() -> None:
     add_cronplus_python(parser)
     add_write_results(parser, HEADING)
     args = parser.parse_args()
-    loadavg, began = load_average(), datetime.now(UTC)
+    loadavg, began, code = load_average(), datetime.now(UTC), code_state()
     stamp = build_stamp(args.build_dir)
     python = args.cronplus_python or install_cronplus()
     raise_fd_limit(max([*args.burst_sizes, 1]))  # the daemons inherit it
@@ -528,7 +529,7 @@ def main() -> None:
         f"--burst-lead {args.burst_lead:g}"
     )
     ran = f"- cronplus run by: {shown(python)}"
-    body = f"{machine(loadavg, began=began)}\n{ran}\n- command: `{command}`\n\n{text}"
+    body = f"{machine(loadavg, began=began, code=code)}\n{ran}\n- command: `{command}`\n\n{text}"
     print(body)
     if args.write_results is not None:
         update_results(args.write_results, HEADING, body, owner="bench_daemon.py")

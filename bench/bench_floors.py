@@ -52,6 +52,7 @@ from bench_runonce import (
     add_write_results,
     build_c,
     cell,
+    code_state,
     cronplus_argv,
     fresh,
     install_cronplus,
@@ -281,7 +282,7 @@ def main() -> None:
     for option in ("n", "rounds", "windows", "idle_seconds"):
         if getattr(args, option) <= 0:
             parser.error(f"--{option.replace('_', '-')} must be above 0")
-    loadavg, began = load_average(), datetime.now(UTC)
+    loadavg, began, code = load_average(), datetime.now(UTC), code_state()
     python = args.cronplus_python or install_cronplus()
     with tempfile.TemporaryDirectory(prefix="bench-floors-") as tmp:
         root = Path(tmp)
@@ -301,7 +302,7 @@ def main() -> None:
         f"--idle-seconds {args.idle_seconds:g} --windows {args.windows}"
     )
     body = (
-        f"{machine(loadavg, began=began)}\n- cronplus run by: {shown(python)}\n"
+        f"{machine(loadavg, began=began, code=code)}\n- cronplus run by: {shown(python)}\n"
         f"- command: `{command}`\n\n{report(checked, idled, args)}"
     )
     print(body)

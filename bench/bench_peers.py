@@ -60,6 +60,7 @@ from bench_runonce import (
     bench_env,
     build_c,
     build_stamp,
+    code_state,
     fresh,
     install_cronplus,
 )
@@ -457,6 +458,7 @@ def measure(args: argparse.Namespace, root: Path, stamp: Path) -> Results:
 def main(argv: Sequence[str] | None = None) -> None:
     args = arguments(argv)
     loadavg, began = peers_report.load_average(), datetime.now(UTC)
+    code = code_state()  # what install_cronplus builds, not HEAD when the run ends
     stamp = build_stamp(args.build_dir)
     if args.cronplus_python is None and "cronplus" in args.peers:
         args.cronplus_python = install_cronplus()
@@ -468,7 +470,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         kill_left_over()
     command = sys.argv[1:] if argv is None else argv
     header = peers_report.header(
-        loadavg, args.peers, command, cronplus=args.cronplus_python, began=began
+        loadavg, args.peers, command, cronplus=args.cronplus_python, began=began, code=code
     )
     results = replace(results, header=header)
     peers_report.save(results, args.json)

@@ -394,8 +394,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(1, math.ceil(len(ordered) * q / 100)) - 1]
 
 
-def machine(loadavg: str, *, began: datetime | None = None) -> str:
-    """The host, as RESULTS.md records it; ``began``: when a long run started."""
+def machine(loadavg: str, *, began: datetime | None = None, code: str | None = None) -> str:
+    """The host, as RESULTS.md records it; ``began``: when a long run started; ``code``:
+    ``code_state()`` as it was then (a commit made during a long run is not what it
+    installed and measured), or as it is now if not given."""
     uname = subprocess.run(["uname", "-a"], capture_output=True, text=True).stdout.strip()
     cpuinfo = Path("/proc/cpuinfo")
     models = re.findall(
@@ -408,7 +410,7 @@ def machine(loadavg: str, *, began: datetime | None = None) -> str:
         f"{os.cpu_count()} cores\n"
         f"- Python {platform.python_version()}\n"
         f"- load average when the run began (other work on the host): {loadavg}\n"
-        f"- code: {code_state()}"
+        f"- code: {code or code_state()}"
     )
 
 
@@ -528,7 +530,7 @@ def main() -> None:
     parser.add_argument("--build-dir", type=Path, default=DEFAULT_BUILD_DIR, help="for stamp")
     add_write_results(parser, HEADING)
     args = parser.parse_args()
-    loadavg = load_average()
+    loadavg, code = load_average(), code_state()
     stamp = build_stamp(args.build_dir)
     raise_fd_limit(args.n)
     # The engine logs each finished attempt, as run-once does to its stderr.
@@ -547,7 +549,7 @@ def main() -> None:
         f"python bench/bench_runonce.py -n {args.n} --repeats {args.repeats} "
         f"--program {args.program}"
     )
-    body = f"{machine(loadavg)}\n- command: `{command}`\n\n{text}"
+    body = f"{machine(loadavg, code=code)}\n- command: `{command}`\n\n{text}"
     print(body)
     if args.write_results is not None:
         update_results(args.write_results, HEADING, body, owner="bench_runonce.py")

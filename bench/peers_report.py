@@ -118,6 +118,7 @@ def header(
     *,
     cronplus: Path | None,
     began: datetime,
+    code: str,
 ) -> str:
     """The machine, the versions measured (cronplus as the interpreter ``cronplus`` runs it)
     and the command."""
@@ -130,7 +131,7 @@ def header(
         versions.append(f"Debian cron {cron_version()} (`cron -f` in a private mount namespace)")
     kernel = subprocess.run(["uname", "-r"], capture_output=True, text=True).stdout.strip()
     return (
-        f"{machine(loadavg, began=began)}\n- versions: {', '.join(versions)}; Python "
+        f"{machine(loadavg, began=began, code=code)}\n- versions: {', '.join(versions)}; Python "
         f"{platform.python_version()}, Linux {kernel}\n"
         f"- command: `python bench/bench_peers.py {' '.join(argv)}`"
     )

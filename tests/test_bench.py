@@ -28,7 +28,16 @@ from bench_daemon import (
     no_daemon_left,
     write_idle_crontab,
 )
-from bench_runonce import bench_env, build_stamp, percentile, read_stamps, rewritten, update_results
+from bench_runonce import (
+    bench_env,
+    build_stamp,
+    code_state,
+    machine,
+    percentile,
+    read_stamps,
+    rewritten,
+    update_results,
+)
 from gen import EXPRESSIONS, ZONES, crontab_text
 
 from cronplus import config
@@ -337,6 +346,16 @@ def test_update_results_replaces_only_its_own_block(
         path.write_text(before)
     update_results(path, "## mine", "new body\n", owner="me")
     assert path.read_text() == after
+
+
+def test_the_header_names_the_code_read_when_the_run_began_not_the_head_at_its_end() -> None:
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert code_state().startswith(f"commit {head}")
+    # A long run reads it first and passes it on: a commit made meanwhile is not measured.
+    assert "\n- code: commit 0000000\n" in machine("0.00 0.00 0.00", code="commit 0000000") + "\n"
+    assert f"\n- code: commit {head}" in machine("0.00 0.00 0.00")
 
 
 def test_the_bench_env_drops_what_steers_cronplus(monkeypatch: pytest.MonkeyPatch) -> None:
