@@ -28,6 +28,7 @@ from bench_daemon import (
     no_daemon_left,
     write_idle_crontab,
 )
+from bench_floors import check_target
 from bench_runonce import (
     bench_env,
     build_stamp,
@@ -171,6 +172,13 @@ def test_the_floors_bench_measures_cronplus_beside_its_floors_and_writes_its_sec
     assert written.startswith("# Benchmark results\n\n## daemon\n\nkept as it is\n")
     assert "\n## floors\n\n<!-- bench_floors.py: begin -->\n- date: " in written
     assert tables(written.split("## floors", 1)[1]) == [checks, idle, against]
+
+
+@pytest.mark.parametrize(("n", "target"), [(10, 0.3), (1000, 0.3), (10_000, 1.0), (20_000, None)])
+def test_the_floors_read_a_check_against_the_target_for_its_size(
+    n: int, target: float | None
+) -> None:
+    assert check_target(n) == target
 
 
 def loader(program: Path) -> bool:
