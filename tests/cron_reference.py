@@ -71,8 +71,8 @@ def plain_values(item: str, field_number: int, job_name: str) -> set[int]:
             low = high = low + hashed(job_name, field_number) % size
     elif "-" in item:
         low, high = (number(part, field_number) for part in item.split("-"))
-        if field_number == 5 and high == 0:  # "fri-sun": Sunday also ends the week
-            high = 7
+        if field_number == 5 and high == 0 < low:  # "fri-sun": Sunday also ends the week
+            high = 7  # but "sun-sun" (0-0) is Sunday alone, not the whole week
     else:
         low = number(item, field_number)
         high = max(STAR[field_number][1], low) if has_step else low  # 7/2: Sunday

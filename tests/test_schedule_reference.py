@@ -237,3 +237,15 @@ def test_every_zone_matches_the_reference_at_a_transition(key: str) -> None:
     where = window(key, at, timedelta(hours=4))
     for expression in (f"{inside.minute} {inside.hour} * * *", f"{inside.minute} * * * *"):
         check_against_reference(Schedule.parse(expression, zone=zone, job_name="j"), where)
+
+
+def test_a_day_of_week_range_from_sunday_to_sunday_is_sunday_alone() -> None:
+    # Found by the property test above: the reference read "0-0" as "fri-sun"'s wrap, so
+    # the whole week, where cron (and cronplus) read Sunday alone. 1990-04-29 is a Sunday.
+    zone = ZoneInfo("Africa/Cairo")
+    start, end = datetime(1990, 4, 29, 11, tzinfo=UTC), datetime(1990, 5, 2, 11, tzinfo=UTC)
+    where = Window(zone=zone, start=start, end=end, hint=datetime(1990, 5, 1, 0, 59))
+    for expression in ("* * * * 0-0", "* * * * sun-sun"):
+        schedule = Schedule.parse(expression, zone=zone, job_name="j")
+        # 13:01 to 23:59 local on the Sunday, and nothing in the three days after it.
+        assert check_against_reference(schedule, where) == 11 * 60 - 1
