@@ -394,10 +394,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(1, math.ceil(len(ordered) * q / 100)) - 1]
 
 
-def machine(loadavg: str, *, began: datetime | None = None, code: str | None = None) -> str:
-    """The host, as RESULTS.md records it; ``began``: when a long run started; ``code``:
-    ``code_state()`` as it was then (a commit made during a long run is not what it
-    installed and measured), or as it is now if not given."""
+def machine(loadavg: str, *, code: str, began: datetime | None = None) -> str:
+    """The host, as RESULTS.md records it; ``code``: ``code_state()`` read when the run
+    began, with ``loadavg`` (a commit made during a long run is not what it installed and
+    measured); ``began``: when a long run started."""
     uname = subprocess.run(["uname", "-a"], capture_output=True, text=True).stdout.strip()
     cpuinfo = Path("/proc/cpuinfo")
     models = re.findall(
@@ -410,7 +410,7 @@ def machine(loadavg: str, *, began: datetime | None = None, code: str | None = N
         f"{os.cpu_count()} cores\n"
         f"- Python {platform.python_version()}\n"
         f"- load average when the run began (other work on the host): {loadavg}\n"
-        f"- code: {code or code_state()}"
+        f"- code: {code}"
     )
 
 

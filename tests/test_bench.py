@@ -363,7 +363,7 @@ def test_the_header_names_the_code_read_when_the_run_began_not_the_head_at_its_e
     assert code_state().startswith(f"commit {head}")
     # A long run reads it first and passes it on: a commit made meanwhile is not measured.
     assert "\n- code: commit 0000000\n" in machine("0.00 0.00 0.00", code="commit 0000000") + "\n"
-    assert f"\n- code: commit {head}" in machine("0.00 0.00 0.00")
+    assert f"\n- code: commit {head}" in machine("0.00 0.00 0.00", code=code_state())
 
 
 def test_the_bench_env_drops_what_steers_cronplus(monkeypatch: pytest.MonkeyPatch) -> None:
