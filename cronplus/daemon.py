@@ -107,9 +107,9 @@ class Daemon:
         watcher.start()
         self._log.info(
             "started",
-            f"cronplus daemon started with {len(self.engine.jobs())} jobs from {self.path}",
+            f"cronplus daemon started with {self.engine.job_count()} jobs from {self.path}",
             config=str(self.path),
-            jobs=len(self.engine.jobs()),
+            jobs=self.engine.job_count(),
             watcher=watcher.kind,
         )
         self._notifier.ready()
@@ -165,9 +165,8 @@ class Daemon:
         return target, target == due
 
     def _report_alive(self) -> None:
-        self._notifier.watchdog()
         if self._notifier.enabled:  # the status line is for systemd only; skip the work
-            self._notifier.status(self.status_line())
+            self._notifier.alive(self.status_line())
 
     def _jump(self, now: datetime, mono_now: float) -> timedelta | None:
         """How far the wall clock jumped since the clocks' last reading, if it did."""
@@ -256,7 +255,7 @@ class Daemon:
 
     def status_line(self) -> str:
         upcoming = self.engine.upcoming()
-        text = f"{len(self.engine.jobs())} jobs, {len(self.engine.running())} running"
+        text = f"{self.engine.job_count()} jobs, {len(self.engine.running())} running"
         if upcoming:
             text += f", next {upcoming[1]} at {iso_utc(upcoming[0])}"
         return text

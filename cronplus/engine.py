@@ -100,6 +100,9 @@ class Engine:
     def jobs(self) -> list[JobState]:
         return self._table.states()
 
+    def job_count(self) -> int:
+        return len(self._table)
+
     @property
     def queued(self) -> int:
         return self._limiter.queued

@@ -7,6 +7,10 @@ terminal, the tests) every call is a cheap no-op, so callers never need to ask f
 
 Notifications are advice to the service manager, never a reason to stop: a send that fails
 (systemd re-executed, the socket gone) is logged once as a warning and otherwise ignored.
+
+The loop reports at every pass and idle slice (``alive``): one datagram, the status line in
+it only when its text changed, so a wake-up under systemd costs one send and nothing that
+grows with the number of jobs (docs/service.md).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class Notifier:
         self._address = _socket_address(socket_name) if socket_name else None
         self._watchdog_usec = watchdog_usec if self._address is not None else None
         self._warned = False
+        self._status: str | None = None  # the last status line systemd has
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Notifier:
@@ -51,13 +56,20 @@ class Notifier:
 
     def status(self, text: str) -> None:
         """A one-line state for ``systemctl status`` (jobs, running, next run)."""
-        # A newline would start a new KEY=VALUE assignment (a job name must not be able to
-        # send READY=1 on our behalf), and systemd drops a message holding a NUL byte.
-        self._send("STATUS=" + " ".join(text.replace("\0", " ").splitlines()))
+        if self._send(_status(text)):
+            self._status = text
 
     def watchdog(self) -> None:
         """The loop is alive; send at least every ``watchdog_interval()`` seconds."""
         self._send("WATCHDOG=1")
+
+    def alive(self, status: str) -> None:
+        """``watchdog()`` and, if ``status`` is not the line systemd last got, ``status()``,
+        in one datagram."""
+        if status == self._status:
+            self._send("WATCHDOG=1")
+        elif self._send("WATCHDOG=1\n" + _status(status)):
+            self._status = status
 
     def stopping(self) -> None:
         """Shutdown has begun: jobs are being stopped within ``shutdown_grace``."""
@@ -78,9 +90,10 @@ class Notifier:
             return None
         return self._watchdog_usec / 2_000_000
 
-    def _send(self, message: str) -> None:
+    def _send(self, message: str) -> bool:
+        """Whether the message went out (False also when notifications are off)."""
         if self._address is None:
-            return
+            return False
         data = message.encode("utf-8", errors="replace")
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
@@ -96,6 +109,14 @@ class Notifier:
                     self._socket_name,
                     error.strerror or error,
                 )
+            return False
+        return True
+
+
+def _status(text: str) -> str:
+    # A newline would start a new KEY=VALUE assignment (a job name must not be able to send
+    # READY=1 on our behalf), and systemd drops a message holding a NUL byte.
+    return "STATUS=" + " ".join(text.replace("\0", " ").splitlines())
 
 
 def _socket_address(name: str) -> str | None:

@@ -122,6 +122,9 @@ class Timetable:
         self.push_deferred()
         return list(self._jobs.values())
 
+    def __len__(self) -> int:
+        return len(self._jobs)
+
     def _earliest(self) -> datetime | None:
         while self._heap:
             when, name = self._heap[0]

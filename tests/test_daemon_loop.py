@@ -200,10 +200,16 @@ def test_under_systemds_watchdog_a_slice_is_half_its_interval_and_each_one_feeds
         NEW_YEAR,
     ]
     assert clock.sleeps[:11] == [5.0] * 11
-    # A feed and a status line per pass and per slice: 3 + 11.
-    assert messages.count(b"WATCHDOG=1") == 14
-    statuses = [m for m in messages if m.startswith(b"STATUS=")]
-    assert len(statuses) == 14 and statuses[0].startswith(b"STATUS=1 jobs, 0 running")
+    # READY=1 and STOPPING=1 around a feed per pass and per slice, 3 + 11, each feed one
+    # datagram; the status line rides along only when it changed: at the first pass and
+    # when the job started.
+    assert (messages[0], messages[-1]) == (b"READY=1", b"STOPPING=1")
+    feeds = [m.split(b"\n") for m in messages[1:-1]]
+    assert len(feeds) == 14 and all(feed[0] == b"WATCHDOG=1" for feed in feeds)
+    assert [(i, feed[1][:25]) for i, feed in enumerate(feeds) if len(feed) > 1] == [
+        (0, b"STATUS=1 jobs, 0 running,"),
+        (13, b"STATUS=1 jobs, 1 running,"),
+    ]
 
 
 def test_a_dead_man_deadline_ends_an_idle_sleep_one_slice_ahead_and_fires_on_time(

@@ -142,6 +142,38 @@ def test_a_vanished_socket_is_warned_about_once_and_notifying_resumes_when_it_re
     assert len(caplog.records) == 1
 
 
+def test_alive_feeds_the_watchdog_and_carries_the_status_only_when_it_changed(
+    receiver: Receiver,
+) -> None:
+    notifier = Notifier.from_env({"NOTIFY_SOCKET": receiver.notify_socket})
+
+    for line in ["2 jobs, 0 running", "2 jobs, 0 running", "2 jobs, 1 running", "a\nb"]:
+        notifier.alive(line)
+
+    assert [receiver.receive() for _ in range(4)] == [
+        b"WATCHDOG=1\nSTATUS=2 jobs, 0 running",
+        b"WATCHDOG=1",
+        b"WATCHDOG=1\nSTATUS=2 jobs, 1 running",
+        b"WATCHDOG=1\nSTATUS=a b",
+    ]
+    assert receiver.nothing_arrived()
+
+
+def test_a_status_that_did_not_arrive_is_sent_again_with_the_next_feed(
+    socket_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    notifier = Notifier.from_env({"NOTIFY_SOCKET": str(socket_path)})
+    caplog.set_level(logging.WARNING, logger="cronplus.sdnotify")
+
+    notifier.alive("1 jobs, 0 running")  # nobody listens yet: lost
+    with _bound(str(socket_path)) as sock:
+        notifier.alive("1 jobs, 0 running")
+        notifier.alive("1 jobs, 0 running")
+        assert sock.recv(4096) == b"WATCHDOG=1\nSTATUS=1 jobs, 0 running"
+        assert sock.recv(4096) == b"WATCHDOG=1"
+    assert len(caplog.records) == 1
+
+
 @pytest.mark.parametrize(
     "name", ["vsock:2:1234", "relative/notify"], ids=["vsock", "relative-path"]
 )
