@@ -25,11 +25,14 @@ class Clock(Protocol):
         """Seconds on a clock that never jumps (and does not count suspend)."""
         ...
 
-    async def sleep_until(self, instant: datetime, *, max_seconds: float) -> None:
+    async def sleep_until(
+        self, instant: datetime, *, max_seconds: float, precise: bool = False
+    ) -> None:
         """Sleep until ``instant`` by the wall clock, but never longer than ``max_seconds``.
 
         The wall clock can jump while we sleep (NTP, suspend), so callers re-read ``now()``
-        afterwards instead of assuming they woke on time.
+        afterwards instead of assuming they woke on time. ``precise``: the instant is one
+        something is due at, worth a wake-up within a fraction of a millisecond.
         """
         ...
 
@@ -43,6 +46,10 @@ class Clock(Protocol):
         ...
 
 
+LANDING = 0.003
+"""Seconds: the most a precise ``SystemClock.sleep_until`` blocks the event loop for."""
+
+
 class SystemClock:
     """The host's clocks."""
 
@@ -52,9 +59,22 @@ class SystemClock:
     def monotonic(self) -> float:
         return time.monotonic()
 
-    async def sleep_until(self, instant: datetime, *, max_seconds: float) -> None:
+    async def sleep_until(
+        self, instant: datetime, *, max_seconds: float, precise: bool = False
+    ) -> None:
         delay = (instant - self.now()).total_seconds()
-        await asyncio.sleep(min(max(delay, 0.0), max_seconds))
+        if not precise or delay > max_seconds:
+            await asyncio.sleep(min(max(delay, 0.0), max_seconds))
+            return
+        # asyncio's timers end 0-2 ms late: epoll_wait takes whole milliseconds, and the
+        # timeout is rounded up twice on the way (selectors, then select.epoll). So the
+        # loop sleeps until LANDING before the instant and blocks for the rest, which a
+        # nanosleep ends within the host's wake-up latency (docs/daemon.md, "The loop").
+        if delay > LANDING:
+            await asyncio.sleep(delay - LANDING)
+        rest = (instant - self.now()).total_seconds()
+        if rest > 0:
+            time.sleep(min(rest, LANDING))
 
     async def sleep_while(self, still_idle: Callable[[], bool], *, every: float) -> None:
         loop = asyncio.get_running_loop()
@@ -96,6 +116,8 @@ class FakeClock:
         self._monotonic = 1000.0
         self.sleeps: list[float] = []
         """Every sleep asked for, in seconds, for tests that check the wake-up plan."""
+        self.precise: list[float] = []
+        """The sleeps of those asked with ``precise``: the legs that end at a due instant."""
 
     def now(self) -> datetime:
         return self._now
@@ -118,9 +140,13 @@ class FakeClock:
         """The host sleeps: wall time passes, the monotonic clock stands still."""
         self.step(delta)
 
-    async def sleep_until(self, instant: datetime, *, max_seconds: float) -> None:
+    async def sleep_until(
+        self, instant: datetime, *, max_seconds: float, precise: bool = False
+    ) -> None:
         delay = min(max((instant - self._now).total_seconds(), 0.0), max_seconds)
         self.sleeps.append(delay)
+        if precise:
+            self.precise.append(delay)
         self.advance(timedelta(seconds=delay))
         await asyncio.sleep(0)
 

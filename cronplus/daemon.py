@@ -228,7 +228,7 @@ class Daemon:
             # cap (plan.sleep_target), so the first sleep is within it.
             early = target - timedelta(seconds=ahead / 100)
             await self._clock.sleep_until(early, max_seconds=cap)
-        await self._clock.sleep_until(target, max_seconds=cap)
+        await self._clock.sleep_until(target, max_seconds=cap, precise=True)
 
     def _idle_slice(self) -> bool:
         """The end of a slice of an idle sleep, run from the clock's timer: the clocks are

@@ -104,6 +104,15 @@ def test_the_runonce_bench_times_every_way_on_ten_jobs(tmp_path: Path) -> None:
     assert set(column(targets, "met")) <= {"yes", "**no**"}
 
 
+def test_the_wake_bench_times_both_sleeps() -> None:
+    out = run_script("bench_wake.py", "--sleeps", "4", "--repeats", "2")
+    [table] = tables(out)
+    assert column(table, "sleep") == ["plain", "precise"]
+    for row in table[1:]:
+        assert all(re.fullmatch(r"-?\d+\.\d{3}", cell) for cell in row[1:4]), row
+        assert re.fullmatch(r"-?\d+\.\d{3}–-?\d+\.\d{3}", row[4]), row
+
+
 def test_the_daemon_bench_measures_and_writes_only_its_section(tmp_path: Path) -> None:
     results = tmp_path / "RESULTS.md"
     results.write_text("# Benchmark results\n\n## run-once burst\n\nkept as it is\n")

@@ -1,5 +1,6 @@
 """The clocks' ``sleep_while``: slices whose ends run a check from a timer, with no task
-resumed, until the check says to stop; its exception and a cancel end the sleep."""
+resumed, until the check says to stop; its exception and a cancel end the sleep. And a
+precise ``sleep_until``: never before its instant, within its cap, cancellable."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cronplus.clock import FakeClock, SystemClock
+from cronplus.clock import LANDING, FakeClock, SystemClock
 
 SLICE = 0.01
 
@@ -97,3 +98,57 @@ def test_a_fake_sleep_moves_the_clock_a_slice_before_each_check() -> None:
     asyncio.run(clock.sleep_while(still_idle, every=30))
     assert seen == [start + timedelta(seconds=30 * n) for n in (1, 2, 3)]
     assert clock.sleeps == [30, 30, 30]
+
+
+@pytest.mark.parametrize(
+    "ahead", [-0.01, 0.0, LANDING / 3, LANDING, 2 * LANDING, 0.02], ids=lambda s: f"{s}s"
+)
+def test_a_precise_system_sleep_never_ends_before_its_instant(ahead: float) -> None:
+    """Its last LANDING seconds block the loop (asyncio's timers end up to 2 ms late);
+    the wall clock read afterwards is at or past the instant, whatever the split."""
+    clock = SystemClock()
+
+    async def scenario() -> list[timedelta]:
+        past: list[timedelta] = []
+        for _ in range(5):
+            instant = clock.now() + timedelta(seconds=ahead)
+            await clock.sleep_until(instant, max_seconds=5, precise=True)
+            past.append(clock.now() - instant)
+        return past
+
+    assert all(late >= timedelta(0) for late in asyncio.run(scenario()))
+
+
+def test_a_precise_system_sleep_is_capped_and_can_be_cancelled_before_it_lands() -> None:
+    clock = SystemClock()
+
+    async def scenario() -> tuple[float, bool]:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await clock.sleep_until(clock.now() + timedelta(hours=1), max_seconds=SLICE, precise=True)
+        capped = loop.time() - began
+        sleeper = asyncio.create_task(
+            clock.sleep_until(clock.now() + timedelta(hours=1), max_seconds=3600, precise=True)
+        )
+        await asyncio.sleep(SLICE)
+        sleeper.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(sleeper, 5)
+        return capped, sleeper.cancelled()
+
+    capped, cancelled = asyncio.run(scenario())
+    assert SLICE <= capped < 5
+    assert cancelled
+
+
+def test_a_fake_precise_sleep_is_noted_as_such() -> None:
+    start = datetime(2026, 12, 31, 23, 59, tzinfo=UTC)
+    clock = FakeClock(start)
+
+    async def scenario() -> None:
+        await clock.sleep_until(start + timedelta(seconds=20), max_seconds=30)
+        await clock.sleep_until(start + timedelta(seconds=60), max_seconds=30, precise=True)
+
+    asyncio.run(scenario())
+    assert clock.now() == start + timedelta(seconds=50)  # the second capped at 30 s
+    assert (clock.sleeps, clock.precise) == ([20, 30], [30])

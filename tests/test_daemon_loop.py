@@ -138,7 +138,9 @@ def test_an_idle_sleep_runs_a_pass_only_once_the_slot_is_within_a_slice(
     # Not one pass per 30 s slice (21 of them): the start, the slice that finds the slot
     # within the next, and the slot, started on time.
     assert passes == [(start, 0), (NEW_YEAR - timedelta(seconds=30), 0), (NEW_YEAR, 1)]
-    assert clock.sleeps[:19] == [30.0] * 19  # then the split sleep up to the slot
+    # Then the split sleep up to the slot: 1 % short of it, then the rest, precisely.
+    assert clock.sleeps[:21] == [30.0] * 19 + [pytest.approx(29.7), pytest.approx(0.3)]
+    assert clock.precise == [pytest.approx(0.3)]
     assert beats == [0.0] * 19  # every slice counts as the loop alive, as a pass does
 
 
