@@ -1,7 +1,7 @@
 # Two commands on a fresh machine with Python 3.11+ and make:
 #   make run    set up .venv and start the daemon on the sample crontab.yaml
 #   make test   set up .venv and run the gates: ruff, mypy --strict, pytest
-#   make bench  cronplus beside yacron and Debian cron (root, about 90 minutes)
+#   make bench  cronplus beside yacron and Debian cron (root, 60 to 90 minutes)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin

@@ -5,7 +5,7 @@
         [--grain minute] [--lead 20] [--slow-limit 1200] [--spawn-n 1000]
         [--write-results [FILE]] [--json FILE] [--charts DIR]
 
-``make bench`` runs it in full (about 90 minutes, half of them yacron with 10,000 jobs),
+``make bench`` runs it in full (60 to 90 minutes, half of them yacron with 10,000 jobs),
 installing the peers first (bench/peers.py). Every daemon gets peers.py's ``job_specs``
 in its own format, and the rows are the issue's:
 
