@@ -99,6 +99,16 @@ class Daemon:
             # a later pass walks only what came after. A failed start-up settles too, so
             # the clean-up after it runs with the collector on.
             collector.settle()
+        try:
+            await self._serve()
+        finally:
+            # Also when the run is cancelled (by a program that embeds the daemon): the
+            # control socket's file and the metrics port go with it.
+            await self.observe.close()
+        self._log.info("stopped", "cronplus daemon stopped")
+
+    async def _serve(self) -> None:
+        """From the signal handlers to the end of the shutdown."""
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self.stop, "SIGINT")
@@ -124,8 +134,6 @@ class Daemon:
             "stopping", f"stopping: {running} running job(s), grace {grace}", running=running
         )
         await self.engine.shutdown(grace)
-        await self.observe.close()
-        self._log.info("stopped", "cronplus daemon stopped")
 
     async def _start_up(self) -> None:
         """Record the attempts a crash cut off, schedule every job, start the observers."""

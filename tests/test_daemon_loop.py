@@ -18,6 +18,7 @@ import pytest
 
 from cronplus import collector, config
 from cronplus.clock import Clock, FakeClock, SystemClock
+from cronplus.control import socket_path
 from cronplus.daemon import Daemon
 from cronplus.engine import SlotRun
 from cronplus.logs import LOGGER_NAME
@@ -116,6 +117,21 @@ def test_a_cancellation_that_is_not_a_wake_up_still_ends_the_loop(tmp_path: Path
             await asyncio.wait_for(task, 10)
 
     asyncio.run(scenario())
+
+
+def test_a_cancelled_run_closes_the_control_socket(tmp_path: Path) -> None:
+    async def scenario() -> tuple[bool, Path]:
+        daemon, task = await asleep(tmp_path)
+        control = socket_path(daemon.engine.crontab.settings.state)
+        listening = control.is_socket()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
+        return listening, control
+
+    listening, control = asyncio.run(scenario())
+    assert listening
+    assert not control.exists()
 
 
 def test_an_idle_sleep_runs_a_pass_only_once_the_slot_is_within_a_slice(
