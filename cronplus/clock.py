@@ -70,8 +70,7 @@ class SystemClock:
         # timeout is rounded up twice on the way (selectors, then select.epoll). So the
         # loop sleeps until LANDING before the instant and blocks for the rest, which a
         # nanosleep ends within the host's wake-up latency (docs/daemon.md, "The loop").
-        if delay > LANDING:
-            await asyncio.sleep(delay - LANDING)
+        await asyncio.sleep(max(delay - LANDING, 0.0))  # yields even when there is no wait
         rest = (instant - self.now()).total_seconds()
         if rest > 0:
             time.sleep(min(rest, LANDING))

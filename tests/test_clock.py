@@ -119,6 +119,21 @@ def test_a_precise_system_sleep_never_ends_before_its_instant(ahead: float) -> N
     assert all(late >= timedelta(0) for late in asyncio.run(scenario()))
 
 
+def test_a_precise_system_sleep_lets_the_loop_run_even_when_it_has_nothing_to_wait() -> None:
+    """A loop whose due instant stays past must still hand the event loop a turn, or it
+    would starve every signal handler and reader."""
+    clock = SystemClock()
+
+    async def scenario() -> list[str]:
+        ran: list[str] = []
+        asyncio.get_running_loop().call_soon(ran.append, "other")
+        past = clock.now() - timedelta(seconds=1)
+        await clock.sleep_until(past, max_seconds=5, precise=True)
+        return list(ran)  # what ran while it slept, not what runs as the loop winds down
+
+    assert asyncio.run(scenario()) == ["other"]
+
+
 def test_a_precise_system_sleep_is_capped_and_can_be_cancelled_before_it_lands() -> None:
     clock = SystemClock()
 
