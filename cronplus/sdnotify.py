@@ -66,9 +66,8 @@ class Notifier:
     def alive(self, status: str) -> None:
         """``watchdog()`` and, if ``status`` is not the line systemd last got, ``status()``,
         in one datagram."""
-        if status == self._status:
-            self._send("WATCHDOG=1")
-        elif self._send("WATCHDOG=1\n" + _status(status)):
+        message = "WATCHDOG=1" if status == self._status else "WATCHDOG=1\n" + _status(status)
+        if self._send(message):
             self._status = status
 
     def stopping(self) -> None:

@@ -1,6 +1,7 @@
 """The clocks' ``sleep_while``: slices whose ends run a check from a timer, with no task
 resumed, until the check says to stop; its exception and a cancel end the sleep. And a
-precise ``sleep_until``: never before its instant, within its cap, cancellable."""
+precise ``sleep_until``: never before its instant, within its cap, cancellable, and always
+a turn of the event loop."""
 
 from __future__ import annotations
 
