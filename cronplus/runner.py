@@ -44,6 +44,7 @@ from cronplus.command import (
 )
 from cronplus.exits import Stop, judge, spawn_failure_reason, wrapper_failure
 from cronplus.model import Outcome
+from cronplus.parking import LOST, Parking
 
 __all__ = [
     "CONTROL_PREFIXES",
@@ -71,6 +72,7 @@ __all__ = [
 _READ_SIZE = 64 * 1024  # a Linux pipe holds 64 KiB, so one read empties it
 _GROUP_POLL = 0.05  # seconds between "is the stopped group empty yet?" checks
 _STATUS_LIMIT = 64  # bytes of the limits wrapper's status: "exec 2" and the like
+_PARK_AT = 32  # read ends a burst may hold in the table before they are parked
 
 
 # --- output ----------------------------------------------------------------------------
@@ -263,9 +265,13 @@ class RunningProcess:
         self.pid = popen.pid
         self._drain_grace = grace
         self._open = dict(zip(fds, (self._stdout, self._stderr, self._status), strict=False))
-        # The rest waits for the next loop turn, so a burst of starts spawns sooner and
-        # forks with a smaller descriptor table (no pidfds yet; bench/bench_spawn.py).
-        self._loop.call_soon(self._watch)
+
+    def _reopen(self, fds: list[int]) -> None:
+        """Its read ends are back from parking under new numbers, in the same order."""
+        captures = self._open.values()
+        # A LOST end cannot be: parking leaves room for all (parking.py). Were one lost,
+        # its stream would go unread and the job would see a closed pipe.
+        self._open = {fd: capture for fd, capture in zip(fds, captures, strict=True) if fd != LOST}
 
     def _watch(self) -> None:
         assert self._popen is not None
@@ -427,6 +433,12 @@ class Runner:
             raise ValueError(f"Runner drain_grace: expected seconds >= 0, got {drain_grace!r}")
         self._drain_grace = drain_grace
         self._alive: dict[RunningProcess, None] = {}  # a set that keeps start order
+        # Started this loop turn; the pipe readers, the exit watch and the timeout wait for
+        # the next, so a burst spawns first. Of those, some have their read ends parked.
+        self._fresh: list[RunningProcess] = []
+        self._parked: list[RunningProcess] = []
+        self._in_table: list[RunningProcess] = []
+        self._parking = Parking()
 
     def start(self, command: Command) -> RunningProcess:
         """Spawn ``command`` now (needs a running loop); a spawn that fails gives an
@@ -445,6 +457,7 @@ class Runner:
             return process
         self._alive[process] = None
         process._attach(popen, fds, self._drain_grace)
+        self._hold(loop, process)
         return process
 
     def running(self) -> list[RunningProcess]:
@@ -453,6 +466,36 @@ class Runner:
 
     def _forget(self, process: RunningProcess) -> None:
         self._alive.pop(process, None)
+
+    def _hold(self, loop: asyncio.AbstractEventLoop, process: RunningProcess) -> None:
+        """Watch ``process`` on the next loop turn; park its read ends if the burst's
+        pile has grown (parking.py: every spawn copies the descriptor table)."""
+        if not self._fresh:
+            loop.call_soon(self._watch_fresh)
+        self._fresh.append(process)
+        self._in_table.append(process)
+        fds = [fd for started in self._in_table for fd in started._open]
+        if len(fds) < _PARK_AT:
+            return
+        if self._parking.park(fds):
+            self._parked.extend(self._in_table)
+        else:
+            # Refused, perhaps for want of room to take everything back later: take it
+            # back now, so that the next pipe fails to open, as it would without parking.
+            self._unpark()
+        self._in_table.clear()
+
+    def _unpark(self) -> None:
+        back = iter(self._parking.take_back())
+        for process in self._parked:
+            process._reopen([next(back) for _ in process._open])
+        self._parked.clear()
+
+    def _watch_fresh(self) -> None:
+        self._unpark()
+        fresh, self._fresh, self._in_table = self._fresh, [], []
+        for process in fresh:
+            process._watch()
 
 
 # --- one computation in a forked child ---------------------------------------------------

@@ -741,6 +741,58 @@ def test_two_hundred_concurrent_jobs_finish_right_and_leak_nothing() -> None:
     assert open_fds() == fds
 
 
+def test_a_burst_keeps_its_read_ends_out_of_the_table_until_the_next_loop_turn() -> None:
+    count = 200
+    script = 'echo "$1"; echo "err $1" >&2'
+
+    async def scenario() -> tuple[int, list[ProcessResult]]:
+        runner = Runner()
+        processes = [
+            runner.start(command(("/bin/sh", "-c", script, "sh", str(i)))) for i in range(count)
+        ]
+        # Without parking the table would hold 400 read ends by now (parking.py).
+        during = open_fds()
+        results = await asyncio.wait_for(asyncio.gather(*(p.wait() for p in processes)), 30)
+        return during, results
+
+    fds = open_fds()
+    during, results = run(scenario())
+    assert during - fds < 40
+    assert [(r.stdout, r.stderr) for r in results] == [
+        (f"{i}\n".encode(), f"err {i}\n".encode()) for i in range(count)
+    ]
+    assert open_fds() == fds
+
+
+def test_a_burst_past_the_descriptor_limit_fails_clearly_and_loses_no_output() -> None:
+    """Parking must not let a burst spawn more than the table can take back."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    count = 150
+
+    async def scenario() -> list[ProcessResult]:
+        limit_descriptors(200, hard)
+        try:
+            runner = Runner()
+            processes = [
+                runner.start(command(("/bin/sh", "-c", 'echo "$1"', "sh", str(i))))
+                for i in range(count)
+            ]
+            return await asyncio.wait_for(asyncio.gather(*(p.wait() for p in processes)), 30)
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    fds = open_fds()
+    results = run(scenario())
+    failed = [r for r in results if r.outcome is Outcome.FAILED]
+    assert 0 < len(failed) < count
+    for result in failed:
+        assert result.reason.startswith("cannot start /bin/sh: too many open files"), result
+    for i, result in enumerate(results):
+        if result.outcome is not Outcome.FAILED:
+            assert (result.outcome, result.stdout) == (Outcome.SUCCEEDED, f"{i}\n".encode())
+    assert open_fds() == fds
+
+
 Watcher = Callable[[asyncio.AbstractEventLoop, "subprocess.Popen[bytes]", Callable[[], None]], None]
 
 
