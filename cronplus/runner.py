@@ -494,8 +494,15 @@ class Runner:
     def _watch_fresh(self) -> None:
         self._unpark()
         fresh, self._fresh, self._in_table = self._fresh, [], []
+        loop = asyncio.get_running_loop()
         for process in fresh:
-            process._watch()
+            # Each as if in a callback of its own: one that fails leaves the others watched.
+            try:
+                process._watch()
+            except Exception as error:
+                loop.call_exception_handler(
+                    {"message": "cannot watch a started job", "exception": error}
+                )
 
 
 # --- one computation in a forked child ---------------------------------------------------

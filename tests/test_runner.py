@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from cronplus import runner as runner_module
 from cronplus.model import Job, Outcome, Slot
 from cronplus.runner import (
     Command,
@@ -791,6 +792,37 @@ def test_a_burst_past_the_descriptor_limit_fails_clearly_and_loses_no_output() -
         if result.outcome is not Outcome.FAILED:
             assert (result.outcome, result.stdout) == (Outcome.SUCCEEDED, f"{i}\n".encode())
     assert open_fds() == fds
+
+
+def test_a_start_that_cannot_be_watched_leaves_the_others_of_its_turn_watched(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    watch = runner_module._watch_exit
+    refused: list[int] = []
+
+    def first_refused(loop: asyncio.AbstractEventLoop, popen: Any, on_exit: Any) -> None:
+        if not refused:
+            refused.append(popen.pid)
+            raise RuntimeError("can't start new thread")
+        watch(loop, popen, on_exit)
+
+    monkeypatch.setattr(runner_module, "_watch_exit", first_refused)
+
+    async def scenario() -> tuple[list[object], list[ProcessResult]]:
+        reported: list[object] = []
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _loop, context: reported.append(context["exception"])
+        )
+        runner = Runner()
+        first, *others = [runner.start(command(("true",))) for _ in range(3)]
+        results = await asyncio.wait_for(asyncio.gather(*(p.wait() for p in others)), 30)
+        assert first._popen is not None
+        first._popen.wait()  # never watched: reap it here
+        return reported, results
+
+    reported, results = run(scenario())
+    assert [str(error) for error in reported] == ["can't start new thread"]
+    assert [r.outcome for r in results] == [Outcome.SUCCEEDED] * 2
 
 
 Watcher = Callable[[asyncio.AbstractEventLoop, "subprocess.Popen[bytes]", Callable[[], None]], None]
