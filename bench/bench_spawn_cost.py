@@ -14,6 +14,9 @@ flight before any is reaped:
   ``Popen`` encodes variable by variable in Python on every start;
 - ``pipes, read ends closed``: the same pipes, read ends closed at once: the descriptor
   table stays small;
+- ``pipes, read ends parked``: the read ends kept, but parked outside the table every
+  ``parking.BATCH`` of them, as the runner does in a burst (cronplus/parking.py), and taken
+  back after the last start;
 - ``pipes + 2,000 open files``: as the last, beside 2,000 other open descriptors: what a
   large table costs each ``vfork``, which copies it;
 - ``pipes, 2 threads`` and ``pipes, 3 threads``: the ``pipes`` loop shared by threads
@@ -38,6 +41,8 @@ from pathlib import Path
 
 from bench_runonce import DEFAULT_BUILD_DIR, build_stamp, markdown_table
 from bench_spawn import raise_fd_limit
+
+from cronplus.parking import BATCH, Parking
 
 Started = tuple[subprocess.Popen[bytes], int | None, int | None]
 
@@ -94,6 +99,7 @@ def loop(
     env: bool,
     ballast: int,
     threads: int,
+    park: bool,
 ) -> float:
     """Seconds from the first start to the last; then every child is reaped."""
     environment = job_env() if env else None
@@ -101,6 +107,7 @@ def loop(
     started: list[Started] = []
     left = [n]
     lock = threading.Lock()
+    parking, pile = Parking(), list[int]()
 
     def work() -> None:
         while True:
@@ -108,7 +115,14 @@ def loop(
                 if not left[0]:
                     return
                 left[0] -= 1
-            started.append(start(argv, folder, pipes=pipes, keep=keep, env=environment))
+            child, out_read, err_read = start(argv, folder, pipes=pipes, keep=keep, env=environment)
+            if not park:
+                started.append((child, out_read, err_read))
+                continue
+            started.append((child, None, None))
+            pile.extend(fd for fd in (out_read, err_read) if fd is not None)
+            if len(pile) >= BATCH and parking.park(pile):
+                pile.clear()
 
     gc.collect()
     began = time.perf_counter()
@@ -119,6 +133,9 @@ def loop(
     for helper in helpers:
         helper.join()
     seconds = time.perf_counter() - began
+    pile.extend(parking.take_back())
+    for end in pile:
+        os.close(end)
     for child, *reads in started:
         child.wait()
         for fd in reads:
@@ -129,12 +146,13 @@ def loop(
     return seconds
 
 
-_PLAIN = {"pipes": True, "keep": True, "env": False, "ballast": 0, "threads": 1}
+_PLAIN = {"pipes": True, "keep": True, "env": False, "ballast": 0, "threads": 1, "park": False}
 WAYS: dict[str, dict[str, bool | int]] = {
     "no pipes": {**_PLAIN, "pipes": False, "keep": False},
     "pipes": _PLAIN,
     "pipes + a job's environment": {**_PLAIN, "env": True},
     "pipes, read ends closed": {**_PLAIN, "keep": False},
+    "pipes, read ends parked": {**_PLAIN, "park": True},
     "pipes + 2,000 open files": {**_PLAIN, "keep": False, "ballast": 2000},
     "pipes, 2 threads": {**_PLAIN, "threads": 2},
     "pipes, 3 threads": {**_PLAIN, "threads": 3},
@@ -159,6 +177,7 @@ def measure(n: int, repeats: int) -> dict[str, list[float]]:
                     env=bool(options["env"]),
                     ballast=int(options["ballast"]),
                     threads=int(options["threads"]),
+                    park=bool(options["park"]),
                 )
 
             return run

@@ -17,6 +17,11 @@ from cronplus import limit_exec
 from cronplus.command import Command
 from cronplus.model import Outcome, RunResult
 
+_TOO_MANY_FILES = (
+    "too many open files (each running job holds 3 file descriptors; "
+    "raise the daemon's limit: ulimit -n, LimitNOFILE=)"
+)
+
 
 def spawn_failure_reason(error: OSError, program: str, workdir: str) -> str:
     """Why a command could not be started, in the words an operator searches for."""
@@ -36,11 +41,14 @@ def spawn_failure_reason(error: OSError, program: str, workdir: str) -> str:
     if isinstance(error, PermissionError):
         return f"permission denied: {program}"
     if error.errno in (errno.EMFILE, errno.ENFILE):
-        return (
-            f"cannot start {program}: too many open files (each running job holds 3 file "
-            "descriptors; raise the daemon's limit: ulimit -n, LimitNOFILE=)"
-        )
+        return f"cannot start {program}: {_TOO_MANY_FILES}"
     return f"cannot start {program}: {error.strerror or error}"
+
+
+def lost_output_reason(program: str) -> str:
+    """Why an attempt was killed at its start: its output pipes could not be taken back
+    from parking (parking.py), for want of descriptors."""
+    return f"killed at its start, its output unreadable: {program}: {_TOO_MANY_FILES}"
 
 
 def how_it_ended(result: RunResult) -> str:

@@ -15,25 +15,32 @@ the ends in the table, where it cannot be done safely: no ``SOCK_SEQPACKET`` for
 (a full buffer, its limit on descriptors in flight), or a table so full that taking
 everything back could pass ``RLIMIT_NOFILE``. On a refusal the runner takes back what is
 parked at once, so the next pipe that does not fit fails to open as it would without
-parking.
+parking. The limit is the process's, so the count of what is parked is too: the daemon
+has two runners (the jobs', the notifiers').
 """
 
 from __future__ import annotations
 
+import array
 import os
 import resource
 import socket
 from collections import deque
 from collections.abc import Sequence
 
-HEADROOM = 64
-"""Descriptors left free when everything parked is back: a Popen's own (its exec-error
-pipe, /dev/null), the ends not parked yet, the daemon's other threads."""
+BATCH = 32
+"""Read ends a burst may hold in the table before the runner parks them."""
+
+HEADROOM = 2 * BATCH + 16
+"""Descriptors left free once everything parked is back: the ends of the batch not parked
+yet (and of the next, while a park is being refused), a ``Popen``'s own (its exec-error
+pipe, ``/dev/null``) and the daemon's few others."""
 
 LOST = -1
 """Where ``take_back`` gives this instead of a descriptor, that end could not be received."""
 
 _FD_DIR = "/proc/self/fd"
+_INT = array.array("i").itemsize
 
 
 def open_descriptors() -> int:
@@ -50,11 +57,13 @@ def open_descriptors() -> int:
 class Parking:
     """Parked descriptors, in flight on a socket pair of our own until ``take_back``."""
 
+    _held_in_process = 0  # by every Parking: they all come back into the one table
+
     def __init__(self) -> None:
         self._pair: tuple[socket.socket, socket.socket] | None = None
         self._batches: deque[int] = deque()  # how many descriptors each message carries
         self._held = 0
-        self._usable = True
+        self._usable = hasattr(socket, "MSG_CMSG_CLOEXEC")  # Linux
 
     @property
     def held(self) -> int:
@@ -65,16 +74,20 @@ class Parking:
         as they were, where that cannot be done safely."""
         if not self._usable or not fds:
             return False
+        try:
+            sender = self._sender()
+        except OSError:
+            self._usable = False
+            return False
         in_table = open_descriptors()
         if in_table == 0:
             self._usable = False
             return False
         # Everything parked comes back at once, into the table as it is then.
         soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft != resource.RLIM_INFINITY and in_table + self._held + HEADROOM > soft:
+        if soft != resource.RLIM_INFINITY and in_table + Parking._held_in_process + HEADROOM > soft:
             return False
         try:
-            sender = self._sender()
             socket.send_fds(sender, [b"p"], list(fds))
         except OSError:
             return False
@@ -82,23 +95,20 @@ class Parking:
             os.close(fd)
         self._batches.append(len(fds))
         self._held += len(fds)
+        Parking._held_in_process += len(fds)
         return True
 
     def take_back(self) -> list[int]:
-        """Every parked descriptor, new in the table, in the order parked (``LOST`` for
-        one the kernel could not hand back); the socket pair is closed."""
+        """Every parked descriptor, new in the table and close-on-exec, in the order
+        parked (``LOST`` for one the kernel could not install); the socket pair is closed."""
         taken: list[int] = []
         if self._pair is None:
             return taken
         receiver = self._pair[1]
         while self._batches:
             count = self._batches.popleft()
-            try:
-                _data, fds, _flags, _address = socket.recv_fds(receiver, 1, count)
-            except OSError:
-                fds = []
-            taken.extend(fds)
-            taken.extend([LOST] * (count - len(fds)))
+            taken.extend(_receive(receiver, count))
+        Parking._held_in_process -= self._held
         self._held = 0
         for end in self._pair:
             end.close()
@@ -107,13 +117,28 @@ class Parking:
 
     def _sender(self) -> socket.socket:
         if self._pair is None:
-            try:
-                # Datagrams would do, but a Unix datagram queue holds only ten messages.
-                pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            except OSError:
-                self._usable = False
-                raise
+            # Message boundaries keep each batch apart, in order.
+            pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             for end in pair:
                 end.setblocking(False)  # a full buffer refuses the send; never wait on it
             self._pair = pair
         return self._pair[0]
+
+
+def _receive(receiver: socket.socket, count: int) -> list[int]:
+    """One batch of ``count`` descriptors; what did not fit in the table is ``LOST``.
+
+    Not ``socket.recv_fds``: it cannot ask for close-on-exec (``MSG_CMSG_CLOEXEC``).
+    """
+    fds = array.array("i")
+    try:
+        _data, ancillary, _flags, _address = receiver.recvmsg(
+            1, socket.CMSG_SPACE(count * _INT), socket.MSG_CMSG_CLOEXEC
+        )
+    except OSError:
+        ancillary = []
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % _INT])
+    # Past RLIMIT_NOFILE the kernel installs what fits, closes the rest and sets MSG_CTRUNC.
+    return [*fds, *[LOST] * (count - len(fds))]

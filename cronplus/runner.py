@@ -42,9 +42,15 @@ from cronplus.command import (
     passed_on,
     tail_text,
 )
-from cronplus.exits import Stop, judge, spawn_failure_reason, wrapper_failure
+from cronplus.exits import (
+    Stop,
+    judge,
+    lost_output_reason,
+    spawn_failure_reason,
+    wrapper_failure,
+)
 from cronplus.model import Outcome
-from cronplus.parking import LOST, Parking
+from cronplus.parking import BATCH, LOST, Parking
 
 __all__ = [
     "CONTROL_PREFIXES",
@@ -72,7 +78,6 @@ __all__ = [
 _READ_SIZE = 64 * 1024  # a Linux pipe holds 64 KiB, so one read empties it
 _GROUP_POLL = 0.05  # seconds between "is the stopped group empty yet?" checks
 _STATUS_LIMIT = 64  # bytes of the limits wrapper's status: "exec 2" and the like
-_PARK_AT = 32  # read ends a burst may hold in the table before they are parked
 
 
 # --- output ----------------------------------------------------------------------------
@@ -237,6 +242,7 @@ class RunningProcess:
         self._exited_at: float | None = None
         self._stop = Stop.NONE
         self._group_killed = False
+        self._lost = False  # a read end not taken back from parking
         self._kill_at: float | None = None  # set once the group is being stopped
         self._timers: dict[str, asyncio.TimerHandle] = {}
 
@@ -269,9 +275,12 @@ class RunningProcess:
     def _reopen(self, fds: list[int]) -> None:
         """Its read ends are back from parking under new numbers, in the same order."""
         captures = self._open.values()
-        # A LOST end cannot be: parking leaves room for all (parking.py). Were one lost,
-        # its stream would go unread and the job would see a closed pipe.
         self._open = {fd: capture for fd, capture in zip(fds, captures, strict=True) if fd != LOST}
+        if len(self._open) < len(fds):
+            # Parking leaves room for all (parking.py), unless something else took it
+            # meanwhile. A job whose output cannot be read must not run on unseen.
+            self._lost = True
+            self._signal_group(signal.SIGKILL)
 
     def _watch(self) -> None:
         assert self._popen is not None
@@ -394,6 +403,9 @@ class RunningProcess:
             stderr=self._stderr.value(),
             reason=reason,
         )
+        if self._lost:
+            reason = lost_output_reason(self.command.argv[0])
+            return replace(result, outcome=Outcome.FAILED, reason=reason)
         return self._contained(result)
 
     def _contained(self, result: ProcessResult) -> ProcessResult:
@@ -475,7 +487,7 @@ class Runner:
         self._fresh.append(process)
         self._in_table.append(process)
         fds = [fd for started in self._in_table for fd in started._open]
-        if len(fds) < _PARK_AT:
+        if len(fds) < BATCH:
             return
         if self._parking.park(fds):
             self._parked.extend(self._in_table)
@@ -486,14 +498,14 @@ class Runner:
         self._in_table.clear()
 
     def _unpark(self) -> None:
+        parked, self._parked = self._parked, []
         back = iter(self._parking.take_back())
-        for process in self._parked:
+        for process in parked:
             process._reopen([next(back) for _ in process._open])
-        self._parked.clear()
 
     def _watch_fresh(self) -> None:
-        self._unpark()
         fresh, self._fresh, self._in_table = self._fresh, [], []
+        self._unpark()
         loop = asyncio.get_running_loop()
         for process in fresh:
             # Each as if in a callback of its own: one that fails leaves the others watched.

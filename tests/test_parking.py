@@ -12,10 +12,14 @@ import sys
 from collections.abc import Iterator
 
 import pytest
+from descriptors import limit_descriptors
 
-from cronplus.parking import HEADROOM, Parking, open_descriptors
+from cronplus.parking import HEADROOM, LOST, Parking, open_descriptors
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="counts /proc/self/fd")
+pytestmark = pytest.mark.skipif(
+    sys.platform != "linux" or open_descriptors() == 0,
+    reason="parks only where /proc/self/fd counts the table (Linux 6.2 and later)",
+)
 
 
 def is_open(fd: int) -> bool:
@@ -63,6 +67,7 @@ def test_parked_ends_leave_the_table_and_come_back_in_order_with_what_was_writte
     assert (len(back), parking.held, open_descriptors()) == (5, 0, before - 5)
     assert [os.read(fd, 100) for fd in back] == [f"pipe {i}".encode() for i in range(5)]
     assert [os.read(fd, 100) for fd in back] == [b""] * 5  # the writers are closed
+    assert not any(os.get_inheritable(fd) for fd in back)
     for fd in back:
         os.close(fd)
 
@@ -90,3 +95,43 @@ def test_a_table_too_full_to_take_everything_back_parks_nothing(soft_limit: int)
     finally:
         os.close(read)
         os.close(write)
+
+
+def test_the_room_left_counts_what_every_parking_in_the_process_holds(soft_limit: int) -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    pipes = [os.pipe() for _ in range(20)]
+    first, second = Parking(), Parking()
+    try:
+        # The first park fits (the table, its socket pair, the headroom); the second would
+        # not once the first's 20 are counted, though they are out of the table.
+        room = open_descriptors() + 2 + HEADROOM + 1
+        resource.setrlimit(resource.RLIMIT_NOFILE, (room, hard))
+        assert first.park([read for read, _ in pipes])
+        assert not second.park([write for _, write in pipes])
+        assert (first.held, second.held) == (20, 0)
+        reads = first.take_back()
+        assert second.park([write for _, write in pipes])
+        writes = second.take_back()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft_limit, hard))
+    for fd in [*reads, *writes]:
+        os.close(fd)
+
+
+def test_what_the_table_cannot_take_back_is_lost_and_said_to_be(soft_limit: int) -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    pipes = [os.pipe() for _ in range(3)]
+    parking = Parking()
+    assert parking.park([read for read, _ in pipes])
+    try:
+        limit_descriptors(1, hard)  # room for one of the three
+        back = parking.take_back()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft_limit, hard))
+    assert back[0] != LOST and back[1:] == [LOST, LOST]
+    os.write(pipes[0][1], b"kept")
+    assert os.read(back[0], 10) == b"kept"
+    with pytest.raises(BrokenPipeError):  # the lost ones' pipes have no reader left
+        os.write(pipes[1][1], b"lost")
+    for fd in [back[0], *(write for _, write in pipes)]:
+        os.close(fd)

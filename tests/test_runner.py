@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import errno
 import os
 import re
 import resource
@@ -24,7 +23,9 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import pytest
+from descriptors import limit_descriptors, open_fds
 
+from cronplus import parking
 from cronplus import runner as runner_module
 from cronplus.model import Job, Outcome, Slot
 from cronplus.runner import (
@@ -102,10 +103,6 @@ def live_members(pgid: int) -> list[int]:
 def zombie_children() -> set[int]:
     me = os.getpid()
     return {pid for pid, state, ppid, _ in _processes() if ppid == me and state == "Z"}
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 def peak_rss_growth(baseline: int) -> int:
@@ -668,31 +665,6 @@ def test_text_that_exec_cannot_carry_is_a_failed_attempt(
     assert open_fds() == fds
 
 
-def free_descriptor_slots() -> int:
-    opened: list[int] = []
-    try:
-        while True:
-            opened.append(os.open("/dev/null", os.O_RDONLY))
-    except OSError as error:
-        assert error.errno == errno.EMFILE, error
-    finally:
-        for fd in opened:
-            os.close(fd)
-    return len(opened)
-
-
-def limit_descriptors(free: int, hard: int) -> None:
-    """Lower the soft RLIMIT_NOFILE until exactly ``free`` more descriptors can be opened."""
-    limit = open_fds()
-    for _ in range(50):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
-        have = free_descriptor_slots()
-        if have == free:
-            return
-        limit += free - have
-    raise AssertionError(f"could not leave exactly {free} descriptors free")
-
-
 @pytest.mark.parametrize(
     "free",
     [0, 2, 4, 5],
@@ -742,6 +714,7 @@ def test_two_hundred_concurrent_jobs_finish_right_and_leak_nothing() -> None:
     assert open_fds() == fds
 
 
+@pytest.mark.skipif(parking.open_descriptors() == 0, reason="no count in /proc/self/fd")
 def test_a_burst_keeps_its_read_ends_out_of_the_table_until_the_next_loop_turn() -> None:
     count = 200
     script = 'echo "$1"; echo "err $1" >&2'
@@ -790,6 +763,41 @@ def test_a_burst_past_the_descriptor_limit_fails_clearly_and_loses_no_output() -
         assert result.reason.startswith("cannot start /bin/sh: too many open files"), result
     for i, result in enumerate(results):
         if result.outcome is not Outcome.FAILED:
+            assert (result.outcome, result.stdout) == (Outcome.SUCCEEDED, f"{i}\n".encode())
+    assert open_fds() == fds
+
+
+def test_a_job_whose_parked_output_cannot_be_taken_back_is_killed_and_failed_clearly() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    count = 20  # the first 16 park their 32 read ends (parking.BATCH)
+
+    async def scenario() -> list[ProcessResult]:
+        runner = Runner()
+        processes = [
+            runner.start(command(("/bin/sh", "-c", 'echo "$1"', "sh", str(i))))
+            for i in range(count)
+        ]
+        # Something else fills the table before the next loop turn takes them back.
+        limit_descriptors(4, hard)
+        try:
+            await asyncio.sleep(0)
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        return await asyncio.wait_for(asyncio.gather(*(p.wait() for p in processes)), 30)
+
+    fds = open_fds()
+    results = run(scenario())
+    lost = [i for i, r in enumerate(results) if r.reason.startswith("killed at its start")]
+    assert lost == list(range(2, 16)), [r.reason for r in results]  # 4 ends came back
+    for i, result in enumerate(results):
+        if i in lost:
+            assert result.outcome is Outcome.FAILED
+            assert result.reason == (
+                "killed at its start, its output unreadable: /bin/sh: too many open files "
+                "(each running job holds 3 file descriptors; raise the daemon's limit: "
+                "ulimit -n, LimitNOFILE=)"
+            )
+        else:
             assert (result.outcome, result.stdout) == (Outcome.SUCCEEDED, f"{i}\n".encode())
     assert open_fds() == fds
 
