@@ -26,6 +26,7 @@ from dataclasses import replace
 from typing import TypeVar
 
 from cronplus import limits
+from cronplus.capture import Capture
 from cronplus.command import (
     CONTROL_PREFIXES,
     CONTROL_VARIABLES,
@@ -78,41 +79,6 @@ __all__ = [
 _READ_SIZE = 64 * 1024  # a Linux pipe holds 64 KiB, so one read empties it
 _GROUP_POLL = 0.05  # seconds between "is the stopped group empty yet?" checks
 _STATUS_LIMIT = 64  # bytes of the limits wrapper's status: "exec 2" and the like
-
-
-# --- output ----------------------------------------------------------------------------
-
-
-class _Capture:
-    """The first and last ``limit`` bytes of a stream, and how many were seen in all."""
-
-    __slots__ = ("_head", "_limit", "_tail", "_total")
-
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        self._head = bytearray()
-        self._tail = bytearray()
-        self._total = 0
-
-    def feed(self, data: bytes) -> None:
-        self._total += len(data)
-        room = self._limit - len(self._head)
-        if room > 0:
-            self._head += data[:room]
-            if len(data) <= room:
-                return
-            data = data[room:]
-        self._tail += data
-        # Trim only once the tail has doubled, so each byte is moved O(1) times.
-        if len(self._tail) > 2 * self._limit:
-            del self._tail[: len(self._tail) - self._limit]
-
-    def value(self) -> bytes:
-        tail = self._tail[max(0, len(self._tail) - self._limit) :]
-        dropped = self._total - len(self._head) - len(tail)
-        if dropped == 0:
-            return bytes(self._head + tail)
-        return bytes(self._head) + f"\n[... {dropped} bytes dropped ...]\n".encode() + bytes(tail)
 
 
 # --- learning of the exit --------------------------------------------------------------
@@ -234,10 +200,10 @@ class RunningProcess:
         self._future: asyncio.Future[ProcessResult] = loop.create_future()
         self._started = loop.time()
         self._popen: subprocess.Popen[bytes] | None = None
-        self._stdout = _Capture(command.output_limit)
-        self._stderr = _Capture(command.output_limit)
-        self._status = _Capture(_STATUS_LIMIT)  # the limits wrapper's word on its exec
-        self._open: dict[int, _Capture] = {}
+        self._stdout = Capture(command.output_limit)
+        self._stderr = Capture(command.output_limit)
+        self._status = Capture(_STATUS_LIMIT)  # the limits wrapper's word on its exec
+        self._open: dict[int, Capture] = {}
         self._drain_grace = 0.0
         self._exited_at: float | None = None
         self._stop = Stop.NONE
