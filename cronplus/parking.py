@@ -62,12 +62,11 @@ class Parking:
     def __init__(self) -> None:
         self._pair: tuple[socket.socket, socket.socket] | None = None
         self._batches: deque[int] = deque()  # how many descriptors each message carries
-        self._held = 0
         self._usable = hasattr(socket, "MSG_CMSG_CLOEXEC")  # Linux
 
     @property
     def held(self) -> int:
-        return self._held
+        return sum(self._batches)
 
     def park(self, fds: Sequence[int]) -> bool:
         """Hold ``fds`` outside the table and close them here; False, with ``fds`` left
@@ -94,7 +93,6 @@ class Parking:
         for fd in fds:
             os.close(fd)
         self._batches.append(len(fds))
-        self._held += len(fds)
         Parking._held_in_process += len(fds)
         return True
 
@@ -105,11 +103,10 @@ class Parking:
         if self._pair is None:
             return taken
         receiver = self._pair[1]
+        Parking._held_in_process -= self.held
         while self._batches:
             count = self._batches.popleft()
             taken.extend(_receive(receiver, count))
-        Parking._held_in_process -= self._held
-        self._held = 0
         for end in self._pair:
             end.close()
         self._pair = None
