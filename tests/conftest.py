@@ -1,4 +1,7 @@
-"""Shared helpers: run the real ``cronplus`` command and a real daemon process."""
+"""Shared helpers: run the real ``cronplus`` command and a real daemon process.
+
+Both run the console script of the installed wheel (``installed.py``), as an operator does.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +9,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import installed
 import pytest
 
 
@@ -28,7 +31,7 @@ def clean_env(tmp_path: Path) -> dict[str, str]:
 
 
 class Cronplus:
-    """Runs ``python -m cronplus`` against one crontab in a temporary folder."""
+    """Runs the installed ``cronplus`` against one crontab in a temporary folder."""
 
     def __init__(self, tmp_path: Path) -> None:
         self.dir = tmp_path
@@ -43,7 +46,7 @@ class Cronplus:
 
     def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "cronplus", "-c", str(self.config), *args],
+            [str(installed.script()), "-c", str(self.config), *args],
             capture_output=True,
             text=True,
             env=self.env,
@@ -70,9 +73,7 @@ class Daemon:
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "cronplus",
+                str(installed.script()),
                 "-c",
                 str(cp.config),
                 "--log-format",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
 from datetime import timedelta
 from pathlib import Path
@@ -141,3 +144,33 @@ def test_the_dsn_never_shows_in_an_error_or_a_repr(tmp_path: Path) -> None:
 
     assert "pa55-w0rd" not in shown
     assert "settings.cluster.lease" in shown
+
+
+WITHOUT_PSYCOPG = """\
+import sys
+sys.modules["psycopg"] = None  # what find_spec sees where the extra is not installed
+from cronplus.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_without_the_cluster_extra_a_cluster_crontab_fails_validate_naming_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "crontab.yaml"
+    path.write_text(crontab(CLUSTER.format(dsn="{from_env: CRONPLUS_DSN}")))
+
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_PSYCOPG, "-c", str(path), "validate"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **ENV},
+        check=False,
+    )
+
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"{path}:2:3: settings.cluster: cluster mode needs PostgreSQL's driver psycopg, which is"
+        " not installed; install the extra: pip install 'cronplus[cluster]'"
+        " (or pipx install 'cronplus[cluster]')"
+    ]
