@@ -2,12 +2,13 @@
 
 Exit codes: 0 success; 1 a job failed (after its retries); 2 usage, config or state error.
 The commands live beside this module, one noun each: ``cli_crontab`` (validate, list,
-next), ``cli_runs`` (run-once, run, history) and ``cli_admin`` (daemon, status, db,
-cluster, service); ``cli_context`` holds what they share.
+next), ``cli_runs`` (run-once, run, history) and ``cli_admin`` (daemon, status, reload,
+db, cluster, service); ``cli_context`` holds what they share.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -17,7 +18,7 @@ from typing import NoReturn
 
 import click
 
-from cronplus import __version__, cli_admin, cli_crontab, cli_runs
+from cronplus import __version__, cli_admin, cli_crontab, cli_runs, journal
 from cronplus.cli_context import (
     EXIT_OK,
     EXIT_USAGE,
@@ -46,6 +47,7 @@ for _command in (
     cli_runs.run_job,
     cli_runs.history,
     cli_admin.status,
+    cli_admin.reload,
     cli_admin.daemon,
     cli_admin.db,
     cli_admin.cluster_group,
@@ -94,7 +96,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         error.show()
         sys.exit(EXIT_USAGE)
     except CronplusError as error:
-        click.echo(str(error), err=True)
+        text = str(error)
+        if journal.is_journal(sys.stderr, os.environ):  # under systemd: an error, not info
+            text = journal.prefixed(text, logging.ERROR)
+        click.echo(text, err=True)
         sys.exit(EXIT_USAGE)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)

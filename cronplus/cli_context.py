@@ -63,7 +63,7 @@ class Context:
 
     def setup_logs(self, crontab: Crontab, override: str | None) -> None:
         chosen = override or self.log_format
-        logs.configure(LogFormat(chosen) if chosen else crontab.settings.log_format)
+        logs.configure(LogFormat(chosen) if chosen else crontab.settings.log_format, env=os.environ)
 
 
 pass_context = click.make_pass_decorator(Context)

@@ -3,7 +3,9 @@
 Every line is an *event* with a stable name (``attempt_failed``, ``run_failed``, ``missed``,
 ...) and fields. Text lines read as sentences followed by ``key=value`` details; JSON lines
 carry the same fields under stable names (``event``, ``job``, ``run_id``, ``scheduled_at``,
-``attempt``, ``outcome``, ``exit_code``, ``signal``, ``duration_s``).
+``attempt``, ``outcome``, ``exit_code``, ``signal``, ``duration_s``). Under systemd, when
+stderr is the journal's stream, each event goes to journald whole, with its priority and
+fields (``journal.py``); a text line then leaves out the timestamp, which the journal keeps.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TextIO
 
+from cronplus import journal
 from cronplus.model import LogFormat
 
 LOGGER_NAME = "cronplus"
@@ -47,12 +51,19 @@ def _timestamp(record: logging.LogRecord) -> str:
 
 
 class TextFormatter(logging.Formatter):
-    """``2026-03-08T07:00:01.012Z WARNING message key=value ...``"""
+    """``2026-03-08T07:00:01.012Z WARNING message key=value ...``; without the timestamp
+    when ``stamped`` is false (the journal stamps each entry itself)."""
+
+    def __init__(self, *, stamped: bool = True) -> None:
+        super().__init__()
+        self._stamped = stamped
 
     def format(self, record: logging.LogRecord) -> str:
         fields: dict[str, object] = getattr(record, _FIELDS, {})
         details = " ".join(f"{key}={_text_value(value)}" for key, value in fields.items())
-        line = f"{_timestamp(record)} {record.levelname} {record.getMessage()}"
+        line = f"{record.levelname} {record.getMessage()}"
+        if self._stamped:
+            line = f"{_timestamp(record)} {line}"
         return f"{line} {details}" if details else line
 
 
@@ -77,13 +88,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(body, ensure_ascii=False, default=str)
 
 
-def configure(fmt: LogFormat, *, stream: TextIO | None = None, level: int = logging.INFO) -> None:
-    """Send cronplus's events to ``stream`` (stderr) in the chosen format; idempotent."""
+def configure(
+    fmt: LogFormat,
+    *,
+    stream: TextIO | None = None,
+    level: int = logging.INFO,
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """Send cronplus's events to ``stream`` (stderr) in the chosen format; idempotent.
+    When ``env``'s ``JOURNAL_STREAM`` names that stream, they go to journald instead."""
     logger = logging.getLogger(LOGGER_NAME)
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt is LogFormat.JSON else TextFormatter())
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+        old.close()
+    out = stream or sys.stderr
+    handler: logging.Handler
+    if env is not None and journal.is_journal(out, env):
+        handler = journal.JournalHandler(out)
+        text = TextFormatter(stamped=False)
+    else:
+        handler, text = logging.StreamHandler(out), TextFormatter()
+    handler.setFormatter(JsonFormatter() if fmt is LogFormat.JSON else text)
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
