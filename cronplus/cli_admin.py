@@ -18,6 +18,7 @@ import click
 
 from cronplus import config
 from cronplus.cli_context import (
+    EXIT_USAGE,
     Context,
     ask_daemon,
     config_option,
@@ -38,6 +39,31 @@ def status(ctx: Context, config_path: Path | None, as_json: bool) -> None:
 
     answer = ask_daemon(ctx.load(config_path), {"command": "status"}, timeout=10.0)
     click.echo(json.dumps(answer, indent=2) if as_json else control.format_status(answer))
+
+
+@click.command()
+@config_option
+@pass_context
+def reload(ctx: Context, config_path: Path | None) -> None:
+    """Have the running daemon reload its crontab now; exit 2 when it rejects the file.
+
+    What ``systemctl reload cronplus`` runs (``ExecReload=``): it returns once the daemon
+    has loaded the file, and fails, naming the errors, when the file is rejected; the old
+    jobs run on either way.
+    """
+    answer = ask_daemon(ctx.load(config_path), {"command": "reload"}, timeout=RELOAD_TIMEOUT)
+    if not answer["ok"]:
+        click.echo(
+            f"the daemon rejected {answer['config']}; its previous jobs keep running:\n"
+            f"{answer['rejected']}",
+            err=True,
+        )
+        sys.exit(EXIT_USAGE)
+    click.echo(f"reloaded {answer['config']}")
+
+
+RELOAD_TIMEOUT = 120.0
+"""Seconds ``reload`` waits for the daemon: a reload of 10,000 jobs takes about one."""
 
 
 @click.command()
@@ -175,8 +201,14 @@ def service() -> None:
 @click.option("--user", "kind", flag_value="user", default=True, help="A systemd user unit.")
 @click.option("--system", "kind", flag_value="system", help="A systemd system unit.")
 @click.option("--launchd", "kind", flag_value="launchd", help="A launchd LaunchAgent.")
+@click.option(
+    "--print",
+    "preview",
+    is_flag=True,
+    help="Print the file on stdout (where it would go on stderr); write nothing.",
+)
 @pass_context
-def service_install(ctx: Context, config_path: Path | None, kind: str) -> None:
+def service_install(ctx: Context, config_path: Path | None, kind: str, preview: bool) -> None:
     """Write the unit (or plist) with this installation's absolute paths."""
     from cronplus import service as services
 
@@ -185,9 +217,13 @@ def service_install(ctx: Context, config_path: Path | None, kind: str) -> None:
     chosen: services.ServiceKind = "user" if kind == "user" else "system"
     if kind == "launchd":
         chosen = "launchd"
-    written = services.install(
-        chosen, executable=services.locate_executable(), config=path, home=Path.home()
-    )
+    paths = {"executable": services.locate_executable(), "config": path, "home": Path.home()}
+    if preview:
+        destination, text = services.render(chosen, **paths)
+        click.echo(f"would write {destination}", err=True)
+        click.echo(text, nl=False)
+        return
+    written = services.install(chosen, **paths)
     click.echo(f"wrote {written}")
     for command in services.next_commands(chosen, written):
         click.echo(f"  {command}")

@@ -150,6 +150,18 @@ def _check_run_on(values: Values) -> None:
             values.issue(values.place(loc)[0], loc, why)
 
 
+def _check_cluster_driver(values: Values) -> None:
+    """``settings.cluster`` needs psycopg, which only the ``cluster`` extra installs."""
+    root = values.root if isinstance(values.root, dict) else {}
+    if not _has(root, ("settings", "cluster")):
+        return
+    from cronplus.pg import driver_missing
+
+    if (why := driver_missing()) is not None:
+        loc = ("settings", "cluster")
+        values.issue(values.place(loc)[0], loc, why)
+
+
 def _check_alerts(values: Values) -> None:
     """Notifier names, kinds and the settings they need (``alertconfig.cross_check``)."""
     root = values.root if isinstance(values.root, dict) else {}
@@ -158,7 +170,7 @@ def _check_alerts(values: Values) -> None:
         values.issue((key_mark if finding.at_key else mark) or mark, finding.loc, finding.message)
 
 
-def _check_containment(values: Values, env: Mapping[str, str]) -> None:
+def _check_containment(values: Values, env: Mapping[str, str], euid: int) -> None:
     """Rules between ``limits``, ``user``, ``group`` and the host (``limits.cross_problems``);
     a problem in ``defaults`` is reported once, not once per job."""
     root = values.root if isinstance(values.root, dict) else {}
@@ -167,7 +179,7 @@ def _check_containment(values: Values, env: Mapping[str, str]) -> None:
     found: dict[tuple[tuple[str, ...], str], None] = {}
     for name, raw in jobs.items() if isinstance(jobs, dict) else ():
         job = raw if isinstance(raw, dict) else {}
-        for problem in limits.cross_problems(name, defaults, job, euid=os.geteuid(), env=env):
+        for problem in limits.cross_problems(name, defaults, job, euid=euid, env=env):
             found[problem] = None
     for loc, message in found:
         values.issue(values.place(loc)[0], loc, message)
@@ -191,20 +203,33 @@ def _has(root: dict[str, Any], loc: tuple[str, ...]) -> bool:
     return True
 
 
-def _default_state(env: Mapping[str, str]) -> Path | None:
+SYSTEM_STATE = {"linux": Path("/var/lib/cronplus"), "darwin": Path("/var/db/cronplus")}
+"""Root's state folder where ``XDG_STATE_HOME`` is unset: the system unit's
+``StateDirectory=`` on Linux, launchd's convention on macOS."""
+
+
+def default_state(env: Mapping[str, str], *, euid: int, platform: str) -> Path | None:
     """XDG's: ``$XDG_STATE_HOME`` if it is absolute (the spec ignores it otherwise), else
-    ``$HOME/.local/state``."""
+    ``$HOME/.local/state``; for root, the system's state folder instead of the home's, so
+    ``sudo cronplus status`` finds the system daemon and a root run that kept a user's
+    ``HOME`` (``sudo -E``) never keeps root's state in that user's folder."""
     xdg, home = env.get("XDG_STATE_HOME", ""), env.get("HOME", "")
-    base = Path(xdg) if os.path.isabs(xdg) else Path(home, ".local", "state") if home else None
-    return None if base is None else base / "cronplus" / "state.db"
+    if os.path.isabs(xdg):
+        return Path(xdg, "cronplus", "state.db")
+    if euid == accounts.ROOT_UID:
+        return SYSTEM_STATE.get(platform, SYSTEM_STATE["linux"]) / "state.db"
+    return Path(home, ".local", "state", "cronplus", "state.db") if home else None
 
 
 _RETRY = {"retries": "retries", "retry_delay": "delay", "retry_backoff": "backoff"}
 _RETRY["retry_max_delay"] = "max_delay"
 
 
-def _crontab(file: CrontabFile, path: Path, folder: Path, env: Mapping[str, str]) -> Crontab:
-    settings: dict[str, Any] = {"state": _default_state(env), **(file.get("settings") or {})}
+def _crontab(
+    file: CrontabFile, path: Path, folder: Path, env: Mapping[str, str], euid: int
+) -> Crontab:
+    state = default_state(env, euid=euid, platform=sys.platform)
+    settings: dict[str, Any] = {"state": state, **(file.get("settings") or {})}
     if settings["state"] is None:
         why = "no default, as neither XDG_STATE_HOME nor HOME is set; set it"
         raise ConfigError([ConfigIssue(str(path), 1, 1, "settings.state", why)])
@@ -265,20 +290,28 @@ _SHARED = frozenset({"schedule", "command", "limits", "success_codes", "timeout"
 # --- the public surface -------------------------------------------------------------------
 
 
-def load(path: Path, *, env: Mapping[str, str] | None = None) -> Crontab:
-    """Read and check the crontab at ``path``; ``env`` defaults to the process environment."""
-    if (why := permissions.refusal(path, euid=os.geteuid())) is not None:
+def load(
+    path: Path, *, env: Mapping[str, str] | None = None, euid: int | None = None
+) -> Crontab:
+    """Read and check the crontab at ``path``; ``env`` defaults to the process environment,
+    ``euid`` (whom the jobs run as by default) to the process's."""
+    euid = os.geteuid() if euid is None else euid
+    if (why := permissions.refusal(path, euid=euid)) is not None:
         raise ConfigError([ConfigIssue(str(path), 1, 1, "", f"refusing to load as root: {why}")])
     try:
         data = path.read_bytes()
     except OSError as error:
         why = "it is a directory; expected a YAML file" if path.is_dir() else error.strerror
         raise ConfigError([ConfigIssue(str(path), 1, 1, "", f"cannot read: {why}")]) from None
-    return loads(data, path=path, env=os.environ if env is None else env)
+    return loads(data, path=path, env=os.environ if env is None else env, euid=euid)
 
 
-def loads(text: str | bytes, *, path: Path, env: Mapping[str, str]) -> Crontab:
-    """Check crontab text; ``path`` names it in messages and anchors its relative paths."""
+def loads(
+    text: str | bytes, *, path: Path, env: Mapping[str, str], euid: int | None = None
+) -> Crontab:
+    """Check crontab text; ``path`` names it in messages and anchors its relative paths;
+    ``euid`` is the process's unless given."""
+    euid = os.geteuid() if euid is None else euid
     file, folder = str(path), Path(os.path.abspath(path)).parent
     # A big crontab sets the collector off dozens of times (a third of the load time) to
     # find nothing: these values hold no cycles, as an alias into its own anchor is refused.
@@ -293,11 +326,12 @@ def loads(text: str | bytes, *, path: Path, env: Mapping[str, str]) -> Crontab:
                     report(values, details)
             _check_schedules(values, env)
             _check_run_on(values)
+            _check_cluster_driver(values)
             _check_alerts(values)
-            _check_containment(values, env)
+            _check_containment(values, env, euid)
         if values.issues or checked is None:
             raise ConfigError(_hide_secrets(values))
-        return _crontab(checked, path, folder, env)
+        return _crontab(checked, path, folder, env, euid)
 
 
 def schema() -> dict[str, object]:

@@ -4,6 +4,8 @@ A unix socket beside the state database (``<state>.sock``, mode 0600: only the d
 user may ask). One request per connection, one JSON object per line each way::
 
     {"command": "status"}               -> the daemon's status (docs/observability.md)
+    {"command": "reload"}               -> {"ok", "config", "rejected"} once the file is
+                                           reloaded, or rejected (its errors)
     {"command": "run", "job": "NAME"}   -> the run's summary, once it has ended
     anything else                       -> {"error": "..."}
 
@@ -56,6 +58,8 @@ class ControlHandler(Protocol):
     """What the daemon answers."""
 
     def status(self) -> dict[str, Any]: ...
+
+    def reload(self) -> dict[str, Any]: ...
 
     async def run_job(self, name: str) -> dict[str, Any]: ...
 
@@ -118,9 +122,14 @@ async def _answer(line: bytes, handler: ControlHandler) -> dict[str, Any]:
     command = request.get("command") if isinstance(request, dict) else None
     if command == "status":
         return handler.status()
+    if command == "reload":
+        return handler.reload()
     if command == "run" and isinstance(request.get("job"), str):
         return await handler.run_job(request["job"])
-    return {"error": 'expected {"command": "status"} or {"command": "run", "job": NAME}'}
+    return {
+        "error": 'expected {"command": "status"}, {"command": "reload"}'
+        ' or {"command": "run", "job": NAME}'
+    }
 
 
 def ask(path: Path, request: dict[str, Any], *, timeout: float | None) -> dict[str, Any]:

@@ -12,15 +12,17 @@ import asyncio
 import signal
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 from cronplus import collector, config, plan
 from cronplus.admission import SlotGate
 from cronplus.clock import Clock, SystemClock
 from cronplus.engine import Engine
+from cronplus.events import Fanout
 from cronplus.logs import EventLog
-from cronplus.model import ConfigError, Crontab, iso_utc
-from cronplus.observe import Observatory
+from cronplus.model import ConfigError, Crontab, Job, RunResult, Slot, iso_utc
+from cronplus.observe import Observatory, Reload
 from cronplus.runner import Runner
 from cronplus.sdnotify import Notifier
 from cronplus.state import SqliteStore, Store
@@ -50,6 +52,39 @@ PRECISE_AFTER = 0.1
 """Seconds: a shorter sleep ends late by at most 0.1 ms, and is not split in two."""
 
 
+class StatusFeed:
+    """Sends systemd the status line once a loop turn's attempts have started or ended, so
+    ``systemctl status`` never counts a job that is done (an idle daemon would otherwise
+    show it until its next wake-up, up to 30 s later)."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self._daemon = daemon
+        self._due = False
+
+    def attempt_started(
+        self, *, job: Job, slot: Slot, attempt: int, pid: int | None, at: datetime
+    ) -> None:
+        self._changed()
+
+    def attempt_finished(
+        self, *, job: Job, result: RunResult, retry_at: datetime | None, stopped: bool
+    ) -> None:
+        self._changed()
+
+    def slots_missed(self, *, job: Job, result: RunResult, count: int) -> None:
+        return
+
+    def _changed(self) -> None:
+        # One datagram per loop turn, not one per attempt of a burst.
+        if not self._due and self._daemon.notifier.enabled:
+            self._due = True
+            asyncio.get_running_loop().call_soon(self._send)
+
+    def _send(self) -> None:
+        self._due = False
+        self._daemon.notifier.status(self._daemon.status_line())
+
+
 class Daemon:
     """One running scheduler over one crontab file and one state store."""
 
@@ -67,7 +102,7 @@ class Daemon:
         self._store = store
         self._clock = clock
         self._log = EventLog()
-        self._notifier = Notifier.from_env(env)
+        self.notifier = Notifier.from_env(env)
         self.observe = Observatory(path, crontab, store=store, clock=clock, env=env, log=self._log)
         self.engine = Engine(
             crontab,
@@ -77,7 +112,7 @@ class Daemon:
             base_env=env,
             log=self._log,
             gate=gate,
-            events=self.observe.events,
+            events=Fanout([self.observe.events, StatusFeed(self)]),
         )
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -85,7 +120,7 @@ class Daemon:
         """The loop's task while it sleeps, for ``_wake_up`` to cancel that sleep."""
         self._interrupted = False
         """``_wake_up`` has cancelled the sleep (and nobody else has)."""
-        watchdog = self._notifier.watchdog_interval()
+        watchdog = self.notifier.watchdog_interval()
         self._cap = min(plan.MAX_SLEEP, watchdog) if watchdog else plan.MAX_SLEEP
         """The longest sleep: DESIGN's 30 s, or less to keep systemd's watchdog fed."""
         self._wall, self._mono = clock.now(), clock.monotonic()
@@ -113,7 +148,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self.stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self.stop, "SIGINT")
         loop.add_signal_handler(signal.SIGHUP, self.reload, "SIGHUP")
-        watcher = ConfigWatcher(self.path, on_change=lambda: self.reload("file change"))
+        watcher = ConfigWatcher(self.path, on_change=partial(self.reload, "file change"))
         watcher.start()
         self._log.info(
             "started",
@@ -122,12 +157,12 @@ class Daemon:
             jobs=self.engine.job_count(),
             watcher=watcher.kind,
         )
-        self._notifier.ready()
+        self.notifier.ready(self.status_line())
         try:
             await self._loop()
         finally:
             watcher.close()
-        self._notifier.stopping()
+        self.notifier.stopping()
         grace = self.engine.crontab.settings.shutdown_grace
         running = len(self.engine.running())
         self._log.info(
@@ -149,7 +184,7 @@ class Daemon:
                 attempt=result.attempt,
             )
         self.engine.load_jobs(now=now, ledger=self._store.ledger())
-        await self.observe.start(self.engine, now=now)
+        await self.observe.start(self.engine, now=now, reload=self.reload)
 
     async def _loop(self) -> None:
         while not self._stop.is_set():
@@ -173,8 +208,8 @@ class Daemon:
         return target, target == due
 
     def _report_alive(self) -> None:
-        if self._notifier.enabled:  # the status line is for systemd only; skip the work
-            self._notifier.alive(self.status_line())
+        if self.notifier.enabled:  # the status line is for systemd only; skip the work
+            self.notifier.alive(self.status_line())
 
     def _jump(self, now: datetime, mono_now: float) -> timedelta | None:
         """How far the wall clock jumped since the clocks' last reading, if it did."""
@@ -262,8 +297,10 @@ class Daemon:
             self._sleeper.cancel()
 
     def status_line(self) -> str:
+        """``STATUS=``: the jobs, the attempts whose processes run now, the next slot."""
         upcoming = self.engine.upcoming()
-        text = f"{self.engine.job_count()} jobs, {len(self.engine.running())} running"
+        running = len(self.observe.attempts.running)
+        text = f"{self.engine.job_count()} jobs, {running} running"
         if upcoming:
             text += f", next {upcoming[1]} at {iso_utc(upcoming[0])}"
         return text
@@ -273,8 +310,20 @@ class Daemon:
         self._stop.set()
         self._wake_up()
 
-    def reload(self, why: str) -> None:
-        """Parse and validate the file, then swap; a bad file keeps the old jobs running."""
+    def reload(self, why: str) -> Reload:
+        """Parse and validate the file, then swap; a bad file keeps the old jobs running.
+
+        systemd hears ``RELOADING=1`` before and ``READY=1`` after, whatever the reload's
+        outcome (a rejected file leaves the service running its old jobs), so ``systemctl
+        status`` shows the reload and ``Type=notify-reload`` would wait for it.
+        """
+        self.notifier.reloading(monotonic_s=self._clock.monotonic())
+        try:
+            return self._reload(why)
+        finally:
+            self.notifier.ready(self.status_line())
+
+    def _reload(self, why: str) -> Reload:
         try:
             crontab = config.load(self.path)
         except ConfigError as error:
@@ -284,12 +333,11 @@ class Daemon:
                 config=str(self.path),
                 errors=len(error.issues),
             )
-            self.observe.reloaded(None, why=why, error=str(error))
-            return
+            return self.observe.reloaded(None, why=why, error=str(error))
         now = self._clock.now()
         old_state = self.engine.crontab.settings.state
         added, removed, changed = self.engine.reload(crontab, now=now)
-        self.observe.reloaded(crontab, why=why, error=None)
+        done = self.observe.reloaded(crontab, why=why, error=None)
         self._log.info(
             "reloaded",
             f"reloaded {self.path} ({why}): {len(added)} added, {len(removed)} removed, "
@@ -304,3 +352,4 @@ class Daemon:
                 "settings.state changed: the daemon keeps the database it opened until a restart",
             )
         self._wake_up()
+        return done

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -143,6 +143,7 @@ class Observatory:
         self.last_reload = Reload(at=clock.now(), why="start", ok=True)
         self._beat: float | None = None
         self._engine: Engine | None = None
+        self._reload: Callable[[str], Reload] | None = None
         self._metrics_server: MetricsServer | None = None
         self._control: ControlServer | None = None
 
@@ -164,9 +165,12 @@ class Observatory:
 
     # --- life cycle ----------------------------------------------------------------------
 
-    async def start(self, engine: Engine, *, now: datetime) -> None:
-        """Open the metrics port and the control socket; watch the dead-man periods."""
-        self._engine = engine
+    async def start(
+        self, engine: Engine, *, now: datetime, reload: Callable[[str], Reload]
+    ) -> None:
+        """Open the metrics port and the control socket; watch the dead-man periods.
+        ``reload`` is the daemon's, for ``cronplus reload``."""
+        self._engine, self._reload = engine, reload
         self.alerts.book.watch(engine.crontab.jobs, now=now)
         address = self.crontab.settings.metrics
         if self.metrics is not None and address is not None:
@@ -201,14 +205,14 @@ class Observatory:
         deadline = self.alerts.book.next_deadline()
         return min((t for t in (next_due, deadline) if t is not None), default=None)
 
-    def reloaded(self, crontab: Crontab | None, *, why: str, error: str | None) -> None:
+    def reloaded(self, crontab: Crontab | None, *, why: str, error: str | None) -> Reload:
         """After a reload: ``crontab`` is the new file, or None when it was rejected."""
         now = self._clock.now()
         self.last_reload = Reload(at=now, why=why, ok=crontab is not None, error=error)
         if self.metrics is not None:
             self.metrics.reloaded(ok=crontab is not None)
         if crontab is None:
-            return
+            return self.last_reload
         if crontab.settings.metrics != self.crontab.settings.metrics:
             self._log.warning(
                 "restart_needed",
@@ -218,6 +222,7 @@ class Observatory:
         self._install_routes(crontab)
         self.pinger.delivery = crontab.settings.pings
         self.alerts.book.watch(crontab.jobs, now=now)
+        return self.last_reload
 
     async def close(self) -> None:
         """Stop listening; give alerts and pings under way ``CLOSE_GRACE`` to finish."""
@@ -264,6 +269,14 @@ class Observatory:
             "running": [_attempt_row(a, now) for a in running],
             "jobs": [_job_row(s.job, s.next_due, running) for s in states],
         }
+
+    def reload(self) -> dict[str, Any]:
+        """``cronplus reload``: the daemon reloads its file now; ``ok`` false, and the
+        file's errors in ``rejected``, when it was rejected (the old jobs run on)."""
+        if self._reload is None or self._engine is None or self._engine.stopping:
+            return {"error": "the daemon is stopping"}
+        done = self._reload("cronplus reload")
+        return {"ok": done.ok, "config": str(self.path.absolute()), "rejected": done.error}
 
     async def run_job(self, name: str) -> dict[str, Any]:
         """Run ``name`` now through the engine (its overlap policy holds); answer when done."""

@@ -50,13 +50,17 @@ class Notifier:
         """Whether messages go anywhere (so callers can skip building a costly status)."""
         return self._address is not None
 
-    def ready(self) -> None:
-        """The crontab is loaded and the loop runs: ``Type=notify`` start-up is complete."""
-        self._send("READY=1")
+    def ready(self, status: str) -> None:
+        """The crontab is loaded (at the start, or again after a reload) and the loop runs:
+        ``READY=1``, with the status line in the same datagram, so ``systemctl status``
+        never shows a line left from before the start or the reload."""
+        if self._send("READY=1\n" + _status(status)):
+            self._status = status
 
     def status(self, text: str) -> None:
-        """A one-line state for ``systemctl status`` (jobs, running, next run)."""
-        if self._send(_status(text)):
+        """A one-line state for ``systemctl status`` (jobs, running, next run); nothing is
+        sent when systemd already has this line."""
+        if text != self._status and self._send(_status(text)):
             self._status = text
 
     def watchdog(self) -> None:

@@ -252,7 +252,7 @@ class ConfigWatcher:
         self,
         path: Path,
         *,
-        on_change: Callable[[], None],
+        on_change: Callable[[], object],
         force_poll: bool = False,
         settle: float = 0.1,
         poll_interval: float = 1.0,

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cronplus.config import host_zone, load, loads, parse_duration
+from cronplus.config import default_state, host_zone, load, loads, parse_duration
 from cronplus.model import (
     Catchup,
     ConfigError,
@@ -28,6 +28,8 @@ from cronplus.schedule import Schedule
 FOLDER = Path("/srv/cron")
 PATH = FOLDER / "crontab.yaml"
 ENV = {"HOME": "/home/op", "TZ": "Asia/Tokyo"}
+OPERATOR = 1000
+"""The uid these crontabs are loaded as (not root, whose default state is the system's)."""
 
 DESIGN_EXAMPLE = """\
 # yaml-language-server: $schema=./cronplus.schema.json
@@ -63,13 +65,13 @@ jobs:
 
 
 def crontab(text: str, env: dict[str, str] = ENV) -> Crontab:
-    return loads(textwrap.dedent(text), path=PATH, env=env)
+    return loads(textwrap.dedent(text), path=PATH, env=env, euid=OPERATOR)
 
 
 def problems(text: str | bytes, env: dict[str, str] = ENV) -> list[str]:
     source = textwrap.dedent(text) if isinstance(text, str) else text
     with pytest.raises(ConfigError) as caught:
-        loads(source, path=Path("crontab.yaml"), env=env)
+        loads(source, path=Path("crontab.yaml"), env=env, euid=OPERATOR)
     return [str(issue) for issue in caught.value.issues]
 
 
@@ -84,7 +86,7 @@ def schedule_error(expression: str) -> str:
 
 
 def test_the_design_example_loads_every_field() -> None:
-    loaded = loads(DESIGN_EXAMPLE, path=PATH, env=ENV)
+    loaded = loads(DESIGN_EXAMPLE, path=PATH, env=ENV, euid=OPERATOR)
 
     assert loaded.path == PATH
     assert loaded.settings == Settings(
@@ -375,6 +377,27 @@ def test_the_state_path_follows_xdg_home_and_the_crontabs_folder(
     loaded = crontab(settings + "jobs: {}\n", env={**env, "TZ": "UTC"})
 
     assert loaded.settings.state == Path(expected)
+
+
+@pytest.mark.parametrize(
+    ("env", "platform", "expected"),
+    [
+        ({"HOME": "/root"}, "linux", "/var/lib/cronplus/state.db"),
+        ({"HOME": "/home/op"}, "linux", "/var/lib/cronplus/state.db"),
+        ({}, "linux", "/var/lib/cronplus/state.db"),
+        ({"HOME": "/var/root"}, "darwin", "/var/db/cronplus/state.db"),
+        (
+            {"HOME": "/root", "XDG_STATE_HOME": "/srv/state"},
+            "linux",
+            "/srv/state/cronplus/state.db",
+        ),
+    ],
+    ids=["root", "sudo-kept-a-users-home", "no-home", "macos", "xdg-set-on-purpose"],
+)
+def test_roots_default_state_is_the_systems_whatever_home_says(
+    env: dict[str, str], platform: str, expected: str
+) -> None:
+    assert default_state(env, euid=0, platform=platform) == Path(expected)
 
 
 def test_a_state_without_home_or_xdg_or_setting_is_an_error() -> None:
@@ -966,7 +989,7 @@ YAMLISH = st.text(
 def test_no_damage_to_a_file_escapes_as_anything_but_a_config_error(noise: str, at: int) -> None:
     damaged = DESIGN_EXAMPLE[:at] + noise + DESIGN_EXAMPLE[at:]
     try:
-        loads(damaged, path=PATH, env=ENV)
+        loads(damaged, path=PATH, env=ENV, euid=OPERATOR)
     except ConfigError as error:
         assert error.issues, "a ConfigError always says what is wrong"
         assert all(issue.line >= 1 and issue.column >= 1 for issue in error.issues)
@@ -976,6 +999,6 @@ def test_no_damage_to_a_file_escapes_as_anything_but_a_config_error(noise: str, 
 @given(data=st.binary(max_size=200))
 def test_no_bytes_escape_as_anything_but_a_config_error(data: bytes) -> None:
     try:
-        loads(data, path=PATH, env=ENV)
+        loads(data, path=PATH, env=ENV, euid=OPERATOR)
     except ConfigError as error:
         assert error.issues

@@ -21,6 +21,9 @@ class Answers:
     def status(self) -> dict[str, Any]:
         return {"pid": 1}
 
+    def reload(self) -> dict[str, Any]:
+        return {"ok": True}
+
     async def run_job(self, name: str) -> dict[str, Any]:
         return {"job": name, "outcome": "succeeded"}
 
@@ -50,11 +53,12 @@ def raw(path: Path, line: bytes) -> bytes:
     [
         (b'{"command": "status"}\n', b'{"pid": 1}\n'),
         (b'{"command": "run", "job": "backup"}\n', b'{"job": "backup", "outcome": "succeeded"}\n'),
+        (b'{"command": "reload"}\n', b'{"ok": true}\n'),
         (b"not json\n", b'{"error": "expected one JSON object on one line"}\n'),
         (b'{"command": "reboot"}\n', b"expected"),
         (b'{"command": "run"}\n', b"expected"),
     ],
-    ids=["status", "run", "not-json", "unknown-command", "run-without-a-job"],
+    ids=["status", "run", "reload", "not-json", "unknown-command", "run-without-a-job"],
 )
 def test_the_socket_answers_one_json_line_per_request(
     tmp_path: Path, request_line: bytes, answer: bytes

@@ -6,12 +6,12 @@ import itertools
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import installed
 from conftest import Cronplus, Daemon
 
 FIRE = 'echo "$CRONPLUS_SCHEDULED_AT" >> {0}'
@@ -62,6 +62,41 @@ def test_sighup_with_a_broken_file_keeps_the_old_jobs_firing(
     assert f"{cronplus.config}:3:15: jobs.tick.schedule:" in str(failure["message"])
     count = len(fired(out))
     daemon.wait_for(lambda: len(fired(out)) >= count + 2)
+    assert daemon.stop() == 0
+
+
+def test_reload_returns_once_the_daemon_has_the_new_jobs_and_exits_2_when_it_rejects(
+    cronplus: Cronplus, daemons: Callable[..., Daemon]
+) -> None:
+    first, second = cronplus.dir / "first.txt", cronplus.dir / "second.txt"
+    base_crontab(cronplus, every_second("first", first))
+    alone = cronplus.run("reload")
+    daemon = daemons()
+    daemon.wait_event("started")
+
+    base_crontab(cronplus, every_second("first", first) + every_second("second", second))
+    accepted = cronplus.run("reload")
+    # The daemon's environment lacks TOKEN, the command's has it: the file passes here and
+    # is rejected there, as when an operator's shell differs from the service's.
+    needs_token = "    env: {TOKEN: {from_env: TOKEN}}\n"
+    base_crontab(cronplus, every_second("first", first, needs_token))
+    cronplus.env["TOKEN"] = "s3cret"
+    rejected = cronplus.run("reload")
+
+    assert alone.returncode == 1  # no daemon yet: nothing reloaded
+    assert "no cronplus daemon is running" in alone.stderr
+    assert (accepted.returncode, accepted.stdout) == (0, f"reloaded {cronplus.config}\n")
+    assert rejected.returncode == 2
+    assert f"the daemon rejected {cronplus.config}; its previous jobs keep running" in (
+        rejected.stderr
+    )
+    assert "jobs.first.env.TOKEN: from_env: the environment variable TOKEN is not set" in (
+        rejected.stderr
+    )
+    count = len(fired(second))
+    daemon.wait_for(lambda: len(fired(second)) >= count + 2)  # the accepted jobs run on
+    whys = [e.get("message", "") for e in daemon.events() if e["event"] == "reloaded"]
+    assert any("(cronplus reload)" in str(why) for why in whys)
     assert daemon.stop() == 0
 
 
@@ -142,7 +177,7 @@ def test_a_second_daemon_on_the_same_state_exits_2(
     first = daemons()
     first.wait_event("started")
     second = subprocess.run(
-        [sys.executable, "-m", "cronplus", "-c", str(cronplus.config), "daemon"],
+        [str(installed.script()), "-c", str(cronplus.config), "daemon"],
         capture_output=True,
         text=True,
         env=cronplus.env,
@@ -157,7 +192,7 @@ def test_a_second_daemon_on_the_same_state_exits_2(
 def test_the_sample_crontab_is_valid(cronplus: Cronplus) -> None:
     sample = Path(__file__).parent.parent / "crontab.yaml"
     done = subprocess.run(
-        [sys.executable, "-m", "cronplus", "-c", str(sample), "validate"],
+        [str(installed.script()), "-c", str(sample), "validate"],
         capture_output=True,
         text=True,
         env=cronplus.env,

@@ -218,15 +218,21 @@ def test_under_systemds_watchdog_a_slice_is_half_its_interval_and_each_one_feeds
         NEW_YEAR,
     ]
     assert clock.sleeps[:11] == [5.0] * 11
-    # READY=1 and STOPPING=1 around a feed per pass and per slice, 3 + 11, each feed one
-    # datagram; the status line rides along only when it changed: at the first pass and
-    # when the job started.
-    assert (messages[0], messages[-1]) == (b"READY=1", b"STOPPING=1")
-    feeds = [m.split(b"\n") for m in messages[1:-1]]
+    # READY=1 with the first status line, then a feed per pass and per slice, 3 + 11, each
+    # one datagram; the status line rides along only when it changed (the job's next slot
+    # at the last pass). The job's start and end each send the line on their own, after
+    # the stop that the last pass asked for.
+    head = b"READY=1\nSTATUS=1 jobs, 0 running, next later at 2027-01-01T00:00:00Z"
+    assert messages[0] == head
+    feeds = [m.split(b"\n") for m in messages[1:15]]
     assert len(feeds) == 14 and all(feed[0] == b"WATCHDOG=1" for feed in feeds)
-    assert [(i, feed[1][:25]) for i, feed in enumerate(feeds) if len(feed) > 1] == [
-        (0, b"STATUS=1 jobs, 0 running,"),
-        (13, b"STATUS=1 jobs, 1 running,"),
+    assert [(i, feed[1]) for i, feed in enumerate(feeds) if len(feed) > 1] == [
+        (13, b"STATUS=1 jobs, 0 running, next later at 2028-01-01T00:00:00Z"),
+    ]
+    assert messages[15:] == [
+        b"STOPPING=1",
+        b"STATUS=1 jobs, 1 running, next later at 2028-01-01T00:00:00Z",
+        b"STATUS=1 jobs, 0 running, next later at 2028-01-01T00:00:00Z",
     ]
 
 
@@ -298,3 +304,34 @@ def test_a_start_up_that_fails_leaves_the_collector_on(tmp_path: Path) -> None:
         assert gc.isenabled()
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize(
+    ("new_text", "ok", "status"),
+    [
+        (EVERY_SECOND, True, b"STATUS=1 jobs, 0 running, next soon at 2026-12-31T23:59:01Z"),
+        ("jobs:\n  soon:\n    schedule: 'often'\n", False, b"STATUS=1 jobs, 0 running, next later"),
+    ],
+    ids=["accepted", "rejected"],
+)
+def test_a_reload_tells_systemd_reloading_then_ready_whatever_its_outcome(
+    tmp_path: Path, new_text: str, ok: bool, status: bytes
+) -> None:
+    name = f"cronplus-test-{os.getpid()}-{id(tmp_path)}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
+        manager.bind("\0" + name)
+        manager.settimeout(2.0)
+        clock = FakeClock(NEW_YEAR - timedelta(minutes=1))
+        daemon = daemon_on(tmp_path, IDLE, clock, env={"NOTIFY_SOCKET": "@" + name})
+        daemon.engine.load_jobs(now=clock.now(), ledger={})
+        daemon.path.write_text(daemon.path.read_text().replace(IDLE, new_text))
+
+        done = daemon.reload("test")
+
+        first, second = manager.recv(4096), manager.recv(4096)
+    assert first == b"RELOADING=1\nMONOTONIC_USEC=1000000000"
+    assert second.startswith(b"READY=1\n" + status)
+    assert done.ok is ok
+    assert (done.error is None) is ok
+    if not ok:
+        assert "jobs.soon.schedule" in str(done.error)

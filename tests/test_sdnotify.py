@@ -61,7 +61,7 @@ def receiver(socket_path: Path) -> Iterator[Receiver]:
 Send = Callable[[Notifier], object]
 
 MESSAGES: list[tuple[Send, bytes]] = [
-    (methodcaller("ready"), b"READY=1"),
+    (methodcaller("ready", "3 jobs, 0 running"), b"READY=1\nSTATUS=3 jobs, 0 running"),
     (methodcaller("status", "3 jobs, 1 running"), b"STATUS=3 jobs, 1 running"),
     (methodcaller("status", "bad\nREADY=1"), b"STATUS=bad READY=1"),
     (methodcaller("status", "nul\0byte"), b"STATUS=nul byte"),
@@ -130,7 +130,7 @@ def test_a_vanished_socket_is_warned_about_once_and_notifying_resumes_when_it_re
     notifier = Notifier.from_env({"NOTIFY_SOCKET": str(socket_path)})
     caplog.set_level(logging.WARNING, logger="cronplus.sdnotify")
 
-    notifier.ready()
+    notifier.ready("loaded")
     notifier.watchdog()
     notifier.status("still here")
 
@@ -181,7 +181,7 @@ def test_an_unsupported_notify_socket_turns_notifications_off_with_a_clear_warni
     name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     notifier = Notifier.from_env({"NOTIFY_SOCKET": name, "WATCHDOG_USEC": "60000000"})
-    notifier.ready()
+    notifier.ready("loaded")
 
     assert not notifier.enabled
     assert notifier.watchdog_interval() is None
@@ -237,3 +237,16 @@ def test_the_watchdog_interval_is_half_of_watchdog_usec_when_it_is_meant_for_us(
         [message] = messages
         assert message.startswith(warning)
         assert "expected a positive integer" in message
+
+
+def test_a_status_line_systemd_already_has_is_not_sent_again(receiver: Receiver) -> None:
+    notifier = Notifier.from_env({"NOTIFY_SOCKET": receiver.notify_socket})
+
+    notifier.ready("3 jobs, 1 running")
+    notifier.status("3 jobs, 1 running")
+    notifier.status("3 jobs, 0 running")
+    notifier.status("3 jobs, 0 running")
+
+    assert receiver.receive() == b"READY=1\nSTATUS=3 jobs, 1 running"
+    assert receiver.receive() == b"STATUS=3 jobs, 0 running"
+    assert receiver.nothing_arrived()
