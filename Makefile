@@ -1,13 +1,15 @@
 # Two commands on a fresh machine with Python 3.11+ and make:
 #   make run    set up .venv and start the daemon on the sample crontab.yaml
 #   make test   set up .venv and run the gates: ruff, mypy --strict, pytest
+#   make test-systemd  the shipped units under a real systemd 252 in a container (root;
+#               the first run makes its Debian root, 1 to 4 minutes, kept for later runs)
 #   make bench  cronplus beside yacron and Debian cron (root, 60 to 90 minutes)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test test-systemd lint typecheck pytest bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "cronplus needs Python 3.11+")'
@@ -24,6 +26,9 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q -n 2
+
+test-systemd: $(STAMP)
+	$(BIN)/pytest -q -o timeout=900 tests_systemd
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

@@ -290,9 +290,7 @@ _SHARED = frozenset({"schedule", "command", "limits", "success_codes", "timeout"
 # --- the public surface -------------------------------------------------------------------
 
 
-def load(
-    path: Path, *, env: Mapping[str, str] | None = None, euid: int | None = None
-) -> Crontab:
+def load(path: Path, *, env: Mapping[str, str] | None = None, euid: int | None = None) -> Crontab:
     """Read and check the crontab at ``path``; ``env`` defaults to the process environment,
     ``euid`` (whom the jobs run as by default) to the process's."""
     euid = os.geteuid() if euid is None else euid

@@ -127,6 +127,8 @@ class Daemon:
         """The clocks' last reading, by a pass or an idle slice: the base of a jump."""
 
     async def run(self) -> None:
+        # systemd shows the last STATUS= it got, a previous run's included, until a new one.
+        self.notifier.status(f"starting: {len(self.engine.crontab.jobs)} jobs")
         try:
             await self._start_up()
         finally:

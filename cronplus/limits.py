@@ -15,6 +15,7 @@ what each limit means for a job and its children, and why these choices.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import pwd
@@ -26,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cronplus import accounts
+from cronplus import accounts, cgroups
 from cronplus.model import Account, Limits
 
 WRAPPER = str(Path(__file__).with_name("limit_exec.py"))
@@ -131,9 +132,11 @@ def cross_problems(
     *,
     euid: int,
     env: Mapping[str, str],
+    platform: str = sys.platform,
 ) -> list[tuple[tuple[str, ...], str]]:
     """(place, message) for each rule a job breaks between ``limits``, ``user``, ``group``
-    and the host; a key is placed where it is written, the job's own before ``defaults``'."""
+    and the host; a key is placed where it is written, the job's own before ``defaults``'.
+    A limit the host would not enforce is one of them: nothing runs silently unlimited."""
 
     def place(*key: str) -> tuple[str, ...]:
         owner = job if _has(job, key) else defaults
@@ -146,8 +149,18 @@ def cross_problems(
         found.append((place("group"), "group: needs user: (the user whose groups the job gets)"))
     if "cpu_quota" in limits and limits.get("cgroup") is not True:
         found.append((place("limits", "cpu_quota"), "cpu_quota needs cgroup: true (CPUQuota=)"))
-    if limits.get("cgroup") is True and (why := systemd_problem(euid=euid, env=env)):
-        found.append((place("limits", "cgroup"), why))
+    if limits.get("cgroup") is True:
+        if why := systemd_problem(euid=euid, env=env):
+            found.append((place("limits", "cgroup"), why))
+        else:
+            found += [
+                (place("limits", key), f"{key} cannot be enforced in a scope: {why}")
+                for key, controller in cgroups.CONTROLLERS.items()
+                if key in limits and (why := cgroups.missing(controller, euid=euid))
+            ]
+    elif "memory" in limits and platform == "darwin":
+        why = "memory cannot be enforced on macOS, which ignores RLIMIT_DATA"
+        found.append((place("limits", "memory"), why))
     if "processes" in limits and limits.get("cgroup") is not True and _runs_as_root(user, euid):
         why = (
             "processes is not enforced for a job that runs as root (the kernel exempts it):"
@@ -228,7 +241,9 @@ def launch(
 ) -> tuple[list[str], dict[str, Any]]:
     """What ``Popen`` runs, and its identity keywords. ``status_fd`` is the wrapper's status
     pipe when ``needs_wrapper``, else None."""
-    scope = scope_argv(limits, euid=euid, env=env) if limits.cgroup else []
+    scope = (
+        scope_argv(limits, euid=euid, env=env, bound_to=_own_unit(euid)) if limits.cgroup else []
+    )
     if status_fd is None:
         return [*scope, *argv], accounts.popen_identity(account)
     wrapper = [sys.executable, "-I", "-S", WRAPPER, f"--status-fd={status_fd}"]
@@ -240,13 +255,22 @@ def launch(
     return [*scope, *wrapper, "--", *argv], {}
 
 
-def scope_argv(limits: Limits, *, euid: int, env: Mapping[str, str]) -> list[str]:
-    """``systemd-run --scope`` with the scope's limits; it execs what follows ``--``."""
+def scope_argv(
+    limits: Limits, *, euid: int, env: Mapping[str, str], bound_to: str | None
+) -> list[str]:
+    """``systemd-run --scope`` with the scope's limits; it execs what follows ``--``.
+
+    ``bound_to`` is the daemon's own service: the scope gets ``BindsTo=`` it, so the
+    service manager stops the job when the daemon's service stops, fails or is restarted
+    (a crash, a watchdog kill), instead of leaving it beside the restarted daemon.
+    """
     argv = ["systemd-run", "--scope", "--quiet", "--collect"]
     if euid != accounts.ROOT_UID:
         argv.append("--user")
     if job := env.get("CRONPLUS_JOB"):
         argv.append(f"--description=cronplus job {job}")
+    if bound_to is not None:
+        argv += ["-p", f"BindsTo={bound_to}"]
     if limits.memory is not None:
         # Without swap, MemoryMax= is the job's memory, not a point where it starts to swap.
         argv += ["-p", f"MemoryMax={limits.memory}", "-p", "MemorySwapMax=0"]
@@ -255,6 +279,11 @@ def scope_argv(limits: Limits, *, euid: int, env: Mapping[str, str]) -> list[str
     if limits.processes is not None:
         argv += ["-p", f"TasksMax={limits.processes}"]
     return [*argv, "--"]
+
+
+@functools.cache
+def _own_unit(euid: int) -> str | None:
+    return cgroups.own_unit(euid=euid)  # the daemon never moves to another unit
 
 
 # --- knowing a job hit a limit --------------------------------------------------------------

@@ -218,18 +218,18 @@ def test_under_systemds_watchdog_a_slice_is_half_its_interval_and_each_one_feeds
         NEW_YEAR,
     ]
     assert clock.sleeps[:11] == [5.0] * 11
-    # READY=1 with the first status line, then a feed per pass and per slice, 3 + 11, each
-    # one datagram; the status line rides along only when it changed (the job's next slot
-    # at the last pass). The job's start and end each send the line on their own, after
-    # the stop that the last pass asked for.
+    # A status line at the start, READY=1 with the first status line, then a feed per pass
+    # and per slice, 3 + 11, each one datagram; the status line rides along only when it
+    # changed (the job's next slot at the last pass). The job's start and end each send
+    # the line on their own, after the stop that the last pass asked for.
     head = b"READY=1\nSTATUS=1 jobs, 0 running, next later at 2027-01-01T00:00:00Z"
-    assert messages[0] == head
-    feeds = [m.split(b"\n") for m in messages[1:15]]
+    assert messages[:2] == [b"STATUS=starting: 1 jobs", head]
+    feeds = [m.split(b"\n") for m in messages[2:16]]
     assert len(feeds) == 14 and all(feed[0] == b"WATCHDOG=1" for feed in feeds)
     assert [(i, feed[1]) for i, feed in enumerate(feeds) if len(feed) > 1] == [
         (13, b"STATUS=1 jobs, 0 running, next later at 2028-01-01T00:00:00Z"),
     ]
-    assert messages[15:] == [
+    assert messages[16:] == [
         b"STOPPING=1",
         b"STATUS=1 jobs, 1 running, next later at 2028-01-01T00:00:00Z",
         b"STATUS=1 jobs, 0 running, next later at 2028-01-01T00:00:00Z",

@@ -243,6 +243,23 @@ def test_launch_puts_the_scope_then_the_wrapper_before_the_job(
     )
 
 
+def test_a_scope_is_bound_to_the_daemons_own_service() -> None:
+    argv = limits.scope_argv(
+        Limits(memory=MIB, cgroup=True), euid=0, env={}, bound_to="cronplus.service"
+    )
+
+    assert argv == [
+        *SCOPE,
+        "-p",
+        "BindsTo=cronplus.service",
+        "-p",
+        f"MemoryMax={MIB}",
+        "-p",
+        "MemorySwapMax=0",
+        "--",
+    ]
+
+
 @pytest.mark.parametrize(
     ("limit", "signal_number", "stderr", "expected"),
     [

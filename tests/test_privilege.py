@@ -246,6 +246,21 @@ def test_cross_rules_are_placed_where_the_key_is_written(
     )
 
 
+def test_a_memory_limit_macos_would_not_enforce_is_refused_there() -> None:
+    job = {"limits": {"memory": "64M"}}
+
+    on_macos = limits.cross_problems("j", {}, job, euid=501, env={}, platform="darwin")
+    on_linux = limits.cross_problems("j", {}, job, euid=1000, env={}, platform="linux")
+
+    assert on_macos == [
+        (
+            ("jobs", "j", "limits", "memory"),
+            "memory cannot be enforced on macOS, which ignores RLIMIT_DATA",
+        )
+    ]
+    assert on_linux == []
+
+
 def test_cgroup_without_systemd_as_the_service_manager_is_said_at_validate_time(
     tmp_path: Path,
 ) -> None:
