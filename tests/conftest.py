@@ -15,6 +15,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import installed
+from attacker import arena, attacker
+
+__all__ = ["arena", "attacker"]  # fixtures of attacker.py, for every test module
 import pytest
 
 
