@@ -20,7 +20,7 @@ from cronplus.admission import SlotGate
 from cronplus.clock import Clock, SystemClock
 from cronplus.engine import Engine
 from cronplus.events import Fanout
-from cronplus.logs import EventLog
+from cronplus.logs import EventLog, internal_errors
 from cronplus.model import ConfigError, Crontab, Job, RunResult, Slot, iso_utc
 from cronplus.observe import Observatory, Reload
 from cronplus.runner import Runner
@@ -127,6 +127,12 @@ class Daemon:
         """The clocks' last reading, by a pass or an idle slice: the base of a jump."""
 
     async def run(self) -> None:
+        # What a thread or asyncio would print raw (a traceback on stderr, once per failed
+        # accept) becomes a throttled event, so a log_format: json log stays JSON.
+        with internal_errors(self._log, monotonic=self._clock.monotonic):
+            await self._run()
+
+    async def _run(self) -> None:
         # systemd shows the last STATUS= it got, a previous run's included, until a new one.
         self.notifier.status(f"starting: {len(self.engine.crontab.jobs)} jobs")
         try:

@@ -7,6 +7,10 @@ for itself, but this thread still can, with 503, once the loop's heartbeat is ol
 ``STALE_AFTER``. Labels are job names and outcomes only: never a command, an environment
 value or a URL.
 
+The thread is ``httplistener.Listener``'s (one selector, not a thread per connection):
+any local user can connect, so what a client may cost is bounded by its ``HttpBounds``.
+What a path is answered with is ``answer``, here.
+
 Series (docs/observability.md): ``cronplus_job_runs_total{job_name,outcome}``,
 ``cronplus_job_missed_runs_total{job_name,reason}``, ``cronplus_job_running{job_name}``,
 ``cronplus_job_duration_seconds{job_name}`` (histogram, per attempt),
@@ -22,7 +26,7 @@ import socket
 import threading
 from collections.abc import Mapping
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from functools import partial
 
 from prometheus_client import (
     CollectorRegistry,
@@ -36,6 +40,8 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from cronplus import __version__, plan
 from cronplus.clock import Clock
+from cronplus.httplistener import PLAIN_TEXT, HttpBounds, Listener
+from cronplus.logs import EventLog
 from cronplus.model import CronplusError, Job, ListenAddress, RunResult, Slot
 
 STALE_AFTER = 2 * plan.MAX_SLEEP
@@ -149,62 +155,54 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == "/metrics":
-            self._answer(200, self.server.metrics.exposition(), CONTENT_TYPE_PLAIN_0_0_4)
-        elif path == "/healthz":
-            ok, text = self.server.metrics.health(self.server.clock.monotonic())
-            self._answer(200 if ok else 503, f"{text}\n".encode(), "text/plain; charset=utf-8")
-        else:
-            self._answer(404, b"not found: try /metrics or /healthz\n", "text/plain; charset=utf-8")
-
-    def _answer(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        return  # a scrape every 15 s is not news
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: ListenAddress, metrics: Metrics, clock: Clock) -> None:
-        self.metrics, self.clock = metrics, clock
-        if ":" in address.host:
-            self.address_family = socket.AF_INET6
-        super().__init__((address.host, address.port), _Handler)
+def answer(metrics: Metrics, clock: Clock, path: str) -> tuple[int, bytes, str]:
+    """The status, body and content type for a ``GET`` of ``path``."""
+    path = path.split("?", 1)[0]
+    if path == "/metrics":
+        return 200, metrics.exposition(), CONTENT_TYPE_PLAIN_0_0_4
+    if path == "/healthz":
+        ok, text = metrics.health(clock.monotonic())
+        return (200 if ok else 503), f"{text}\n".encode(), PLAIN_TEXT
+    return 404, b"not found: try /metrics or /healthz\n", PLAIN_TEXT
 
 
 class MetricsServer:
     """Serves ``/metrics`` and ``/healthz`` on ``address`` from a thread of its own."""
 
-    def __init__(self, metrics: Metrics, address: ListenAddress, *, clock: Clock) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        address: ListenAddress,
+        *,
+        clock: Clock,
+        log: EventLog | None = None,
+        bounds: HttpBounds | None = None,
+    ) -> None:
+        family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+        bounds = bounds or HttpBounds()
         try:
-            self._server = _Server(address, metrics, clock)
+            self._sock = socket.create_server(
+                (address.host, address.port), family=family, backlog=bounds.connections
+            )
         except OSError as error:
             raise CronplusError(
                 f"settings.metrics: cannot listen on {address.host}:{address.port}: "
                 f"{error.strerror or error}"
             ) from None
+        self._listener = Listener(
+            self._sock, partial(answer, metrics, clock), log or EventLog(), bounds
+        )
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="cronplus-metrics", daemon=True
+            target=self._listener.serve, name="cronplus-metrics", daemon=True
         )
         self._thread.start()
 
     @property
     def port(self) -> int:
         """The port listened on (the one the system chose, for port 0)."""
-        return int(self._server.server_address[1])
+        return int(self._sock.getsockname()[1])
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._listener.wake()
         self._thread.join()
+        self._sock.close()

@@ -1,17 +1,31 @@
-"""The control socket in-process: its protocol, its mode, long paths, and the status text."""
+"""The control socket in-process: its protocol, its mode, long paths, the status text, and
+its bounds (a cap on connections, a deadline and a size for a request) played against it."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import socket
 import stat
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sockets import closed_by_server, wait_until
 
-from cronplus.control import ControlServer, NoDaemon, ask, format_status, socket_path
+from cronplus.control import (
+    MAX_REQUEST,
+    ControlBounds,
+    ControlHandler,
+    ControlServer,
+    NoDaemon,
+    ask,
+    format_status,
+    socket_path,
+)
 from cronplus.logs import EventLog
 
 
@@ -28,11 +42,20 @@ class Answers:
         return {"job": name, "outcome": "succeeded"}
 
 
-def serving(path: Path, client: Callable[[], Any]) -> Any:
+def serving(
+    path: Path,
+    client: Callable[[], Any],
+    *,
+    handler: ControlHandler | None = None,
+    bounds: ControlBounds | None = None,
+    log: EventLog | None = None,
+) -> Any:
     """Start a server on ``path``, run the blocking ``client`` in a thread, stop the server."""
 
     async def scenario() -> Any:
-        server = await ControlServer.start(path, Answers(), log=EventLog())
+        server = await ControlServer.start(
+            path, handler or Answers(), log=log or EventLog(), bounds=bounds
+        )
         try:
             return await asyncio.to_thread(client)
         finally:
@@ -102,6 +125,141 @@ def test_asking_with_no_daemon_is_no_daemon(
     prepare(path)
     with pytest.raises(NoDaemon, match="no cronplus daemon is running"):
         ask(path, {"command": "status"}, timeout=1)
+
+
+# --- bounds ------------------------------------------------------------------------------
+
+
+class Waiting(Answers):
+    """Runs that last until the test ends them."""
+
+    def __init__(self) -> None:
+        self.started = 0
+        self._release = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def run_job(self, name: str) -> dict[str, Any]:
+        self._loop = asyncio.get_running_loop()
+        self.started += 1
+        await self._release.wait()
+        return {"job": name, "outcome": "succeeded"}
+
+    def end_runs(self) -> None:
+        """From the client's thread: every run waiting now ends."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._release.set)
+
+
+class Kept(logging.Handler):
+    """The events a server logged, by name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+        self.logger = logging.getLogger(f"cronplus.test.control.{id(self)}")
+        self.logger.addHandler(self)
+        self.logger.propagate = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.names.append(getattr(record, "cronplus_event", "?"))
+
+
+def test_at_the_cap_the_oldest_idle_connection_makes_room_for_status(tmp_path: Path) -> None:
+    path, kept = tmp_path / "s.sock", Kept()
+
+    def client() -> tuple[dict[str, Any], int]:
+        idle = []
+        for _ in range(10):
+            sock = socket.socket(socket.AF_UNIX)
+            sock.connect(str(path))
+            idle.append(sock)
+        try:
+            wait_until(lambda: sum(closed_by_server(s) for s in idle) == 6)
+            answer = ask(path, {"command": "status"}, timeout=5)
+            wait_until(lambda: sum(closed_by_server(s) for s in idle) == 7)
+            return answer, sum(not closed_by_server(s) for s in idle)
+        finally:
+            for sock in idle:
+                sock.close()
+
+    bounds = ControlBounds(connections=4)
+    answer, still_open = serving(path, client, bounds=bounds, log=EventLog(kept.logger))
+    assert answer == {"pid": 1} and still_open == 3
+    assert kept.names == ["control_busy"]  # seven closes, one line
+
+
+def test_a_request_that_never_ends_is_cut_off_at_its_deadline(tmp_path: Path) -> None:
+    path, kept = tmp_path / "s.sock", Kept()
+
+    def client() -> list[bytes]:
+        got = []
+        for _ in range(5):
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(10)
+                sock.connect(str(path))
+                sock.sendall(b'{"command": ')
+                got.append(sock.recv(100))
+        return got
+
+    bounds = ControlBounds(request_timeout=0.3)
+    got = serving(path, client, bounds=bounds, log=EventLog(kept.logger))
+    assert got == [b""] * 5
+    assert kept.names == ["control_error"]  # five cut off, one line
+
+
+def test_a_request_past_max_request_is_refused_and_logged_once(tmp_path: Path) -> None:
+    path, kept = tmp_path / "s.sock", Kept()
+    huge = b'{"command": "' + b"a" * MAX_REQUEST + b'"}\n'
+    answers = serving(path, lambda: [raw(path, huge) for _ in range(5)], log=EventLog(kept.logger))
+    assert answers == [b""] * 5
+    assert kept.names == ["control_error"]
+
+
+def test_with_every_connection_being_answered_a_new_one_hears_busy(tmp_path: Path) -> None:
+    path, kept, handler = tmp_path / "s.sock", Kept(), Waiting()
+
+    def client() -> tuple[str, list[dict[str, Any]]]:
+        runs: list[dict[str, Any]] = []
+        threads = [
+            threading.Thread(
+                target=lambda: runs.append(ask(path, {"command": "run", "job": "a"}, timeout=10))
+            )
+            for _ in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: handler.started == 2)
+        try:
+            ask(path, {"command": "status"}, timeout=5)
+            refused = "answered"
+        except NoDaemon as error:
+            refused = str(error)
+        handler.end_runs()
+        for thread in threads:
+            thread.join()
+        return refused, runs
+
+    bounds = ControlBounds(connections=2)
+    log = EventLog(kept.logger)
+    refused, runs = serving(path, client, handler=handler, bounds=bounds, log=log)
+    assert "is busy: the daemon is answering 2 requests already; try again" in refused
+    assert runs == [{"job": "a", "outcome": "succeeded"}] * 2  # the runs were not cut off
+    assert kept.names == ["control_busy"]
+
+
+def test_a_symlink_planted_at_the_socket_path_is_replaced_not_followed(tmp_path: Path) -> None:
+    target = tmp_path / "precious"
+    target.write_text("root's\n")
+    target.chmod(0o644)
+    path = tmp_path / "s.sock"
+    path.symlink_to(target)
+    old = os.umask(0)  # the mode must not depend on the umask the daemon was given
+    try:
+        mode = serving(path, lambda: os.lstat(path).st_mode)
+    finally:
+        os.umask(old)
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644 and target.read_text() == "root's\n"
 
 
 STATUS: dict[str, Any] = {

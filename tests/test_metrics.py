@@ -1,17 +1,32 @@
-"""Metrics: a real scrape of /metrics parsed by Prometheus's own text parser, and /healthz."""
+"""Metrics: a real scrape of /metrics parsed by Prometheus's own text parser, /healthz, and
+the listener's bounds played against it with real sockets."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import logging
+import os
+import resource
+import select
+import socket
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from descriptors import limit_descriptors
 from prometheus_client.parser import text_string_to_metric_families
+from sockets import closed_by_server, wait_until
 
-from cronplus.clock import FakeClock
+from cronplus.clock import FakeClock, SystemClock
+from cronplus.httplistener import HttpBounds
+from cronplus.logs import EventLog
 from cronplus.metrics import STALE_AFTER, Metrics, MetricsServer
 from cronplus.model import Job, ListenAddress, Outcome, RunResult, Slot
 
@@ -176,3 +191,178 @@ def test_a_taken_port_is_a_clear_error(served: tuple[Metrics, MetricsServer, Fak
         Exception, match=rf"settings.metrics: cannot listen on 127.0.0.1:{server.port}"
     ):
         MetricsServer(metrics, taken, clock=clock)
+
+
+# --- the listener's bounds: what one client may cost it --------------------------------------
+
+
+class Keep(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__()
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def bounded(bounds: HttpBounds) -> Iterator[tuple[MetricsServer, list[logging.LogRecord]]]:
+    """A server on the real clock (its deadlines are real time) with ``bounds``, and the
+    records it logged."""
+    records: list[logging.LogRecord] = []
+    handler = Keep(records)
+    logger = logging.getLogger(f"cronplus.test.metrics.{id(records)}")
+    logger.addHandler(handler)
+    logger.propagate = False
+    metrics = Metrics()
+    metrics.heartbeat(SystemClock().monotonic())
+    address = ListenAddress(host="127.0.0.1", port=0)
+    server = MetricsServer(
+        metrics, address, clock=SystemClock(), log=EventLog(logger), bounds=bounds
+    )
+    try:
+        yield server, records
+    finally:
+        server.close()
+        logger.removeHandler(handler)
+
+
+def events(records: list[logging.LogRecord], name: str) -> list[logging.LogRecord]:
+    return [r for r in records if getattr(r, "cronplus_event", None) == name]
+
+
+def exchange(server: MetricsServer, request: bytes, *, timeout: float = 10) -> bytes:
+    """Send ``request`` and read until the server closes (``b"reset"``: with a reset)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as sock:
+        try:
+            sock.sendall(request)
+            return b"".join(iter(lambda: sock.recv(65536), b""))
+        except ConnectionResetError:
+            return b"reset"
+
+
+def test_at_the_cap_the_oldest_connection_makes_room_and_a_scrape_is_answered() -> None:
+    with bounded(HttpBounds(connections=4)) as (server, records):
+        idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(10)]
+        try:
+            wait_until(lambda: sum(closed_by_server(s) for s in idle) == 6)
+            assert not any(closed_by_server(s) for s in idle[6:])  # the newest four stay
+            assert get(server, "/healthz")[0] == 200  # and a scrape still gets in
+            wait_until(lambda: sum(closed_by_server(s) for s in idle) == 7)
+        finally:
+            for sock in idle:
+                sock.close()
+    at_cap = [r for r in events(records, "metrics_busy") if "cap" in r.getMessage()]
+    assert len(at_cap) == 1  # seven closes, one line
+
+
+def trickle(sock: socket.socket, data: bytes, every: float) -> bool:
+    """Send ``data`` a byte at a time until the server answers; True if it did."""
+    for byte in data:
+        if select.select([sock], [], [], every)[0]:
+            return True
+        sock.send(bytes([byte]))
+    return False
+
+
+def test_a_request_sent_a_byte_at_a_time_is_cut_off_at_its_deadline() -> None:
+    head = b"GET /metrics HTTP/1.1\r\nX-Slow: " + b"a" * 200  # 10 s of trickle
+    with (
+        bounded(HttpBounds(request_timeout=0.5)) as (server, records),
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock,
+    ):
+        answered = trickle(sock, head, every=0.05)
+        answer = sock.recv(65536)
+    assert answered and answer.startswith(b"HTTP/1.1 408 Request Timeout"), answer
+    (refused,) = events(records, "metrics_bad_request")
+    assert refused.getMessage() == (
+        "metrics listener refused a request (408): no whole request within 0.5s"
+    )
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET /healthz HTTP/1.1\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431),
+        (b"POST /metrics HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi", 405),
+        (b"GET /metrics HTTP/1.1\r\nContent-Length: 5\r\n\r\n", 413),
+        (b"GET /metrics HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 413),
+        (b"\x16\x03\x01 hello TLS\r\n\r\n", 400),
+    ],
+    ids=["head-too-large", "post", "body", "chunked-body", "not-http"],
+)
+def test_what_the_listener_does_not_serve_is_refused_with_its_status(
+    request_bytes: bytes, status: int
+) -> None:
+    with bounded(HttpBounds()) as (server, records):
+        answers = [exchange(server, request_bytes) for _ in range(20)]
+    # Past max_head the rest is never read, and closing on unread bytes resets the
+    # connection, which may overtake the answer.
+    shown = {f"HTTP/1.1 {status} ".encode()} | ({b"reset"} if status == 431 else set())
+    assert all(any(a.startswith(s) for s in shown) for a in answers), answers[0]
+    (refused,) = events(records, "metrics_bad_request")  # twenty refusals, one line
+    assert vars(refused)["cronplus_fields"]["status"] == status
+
+
+def test_head_answers_the_headers_alone() -> None:
+    with bounded(HttpBounds()) as (server, _):
+        answer = exchange(server, b"HEAD /healthz HTTP/1.0\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK") and b"Content-Length: " in head
+    assert body == b""
+
+
+def test_new_connections_are_taken_at_the_rate_and_all_answered() -> None:
+    bounds = HttpBounds(connections=16, accepts_per_second=20)  # a burst of 8, then 20/s
+    with bounded(bounds) as (server, records):
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            answers = list(
+                pool.map(lambda _: exchange(server, b"GET /healthz HTTP/1.1\r\n\r\n"), range(16))
+            )
+        took = time.monotonic() - started
+    assert all(a.startswith(b"HTTP/1.1 200 ") for a in answers)
+    assert took >= (16 - 8) / 20 * 0.9  # held to the rate: never faster than it allows
+    assert len(events(records, "metrics_busy")) == 1
+
+
+def thread_cpu(stat: int) -> float:
+    """CPU seconds of the thread whose ``/proc/self/task/TID/stat`` is open as ``stat``
+    (opened before: past the limit nothing more can be)."""
+    fields = os.pread(stat, 4096, 0).decode().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
+def test_out_of_descriptors_the_listener_pauses_instead_of_spinning() -> None:
+    with bounded(HttpBounds(accept_pause=1.0)) as (server, records):
+        (thread,) = [t for t in threading.enumerate() if t.name == "cronplus-metrics"]
+        stat = os.open(f"/proc/self/task/{thread.native_id}/stat", os.O_RDONLY)
+        client = socket.socket()
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        before = thread_cpu(stat)
+        try:
+            limit_descriptors(0, hard)
+            client.connect(("127.0.0.1", server.port))  # in the backlog; accept() fails
+            time.sleep(1.5)
+            spent = thread_cpu(stat) - before
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            os.close(stat)
+        client.settimeout(10)
+        client.sendall(b"GET /healthz HTTP/1.1\r\n\r\n")
+        answer = b"".join(iter(lambda: client.recv(65536), b""))
+        client.close()
+    assert spent < 0.5, spent  # the old listener spun here at a whole CPU
+    assert answer.startswith(b"HTTP/1.1 200 ")  # taken once descriptors were back
+    (failed,) = events(records, "metrics_accept_failed")
+    assert "Too many open files" in failed.getMessage()
+
+
+def test_scrapes_past_the_accept_burst_are_all_answered(
+    served: tuple[Metrics, MetricsServer, FakeClock],
+) -> None:
+    # The listener's deadlines and accept rate run on real time, not on the FakeClock that
+    # /healthz is judged by (which never moves here).
+    _, server, _ = served
+    assert [get(server, "/healthz")[0] for _ in range(80)] == [503] * 80
