@@ -19,6 +19,7 @@ from cronplus.model import Crontab, RunResult
 from cronplus.node import Node
 from cronplus.pg.claims import ClusterDb
 from cronplus.pg.store import PgStore
+from cronplus.statefiles import private_folder
 
 
 def run_cluster_daemon(path: Path, crontab: Crontab, *, env: Mapping[str, str]) -> int:
@@ -40,8 +41,8 @@ async def _serve(path: Path, crontab: Crontab, *, env: Mapping[str, str]) -> int
     settings = crontab.settings.cluster
     assert settings is not None
     # No SQLite file in cluster mode, but the node's local files (its control socket) live
-    # beside settings.state.
-    crontab.settings.state.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # beside settings.state, in a folder as private as the state's own.
+    private_folder(crontab.settings.state, create=True)
     clock, log = SystemClock(), EventLog()
     db = ClusterDb(settings.dsn, node=settings.node, clock=clock, log=log)
     await db.open()

@@ -32,12 +32,13 @@ from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Any, Protocol
 
-from cronplus import webclient
+from cronplus import permissions, webclient
 from cronplus.alerts import Alert
 from cronplus.clock import Clock
 from cronplus.logs import EventLog
 from cronplus.model import Delivery, NotifierConfig, NotifierKind, SmtpSecurity, SmtpSettings
 from cronplus.runner import Command, Runner, is_control_variable
+from cronplus.secrets import read_trusted_text, redactor
 
 MAX_DELIVERIES = 32
 """Deliveries under way at once; a burst of failures waits its turn beyond this."""
@@ -99,6 +100,8 @@ class CommandNotifier:
             success_codes=frozenset({0}),
         )
         process = self._runner.start(command)
+        # Its stderr goes into the log: the daemon's secrets are masked there as in a job's.
+        process.mask_secrets(redactor(command.env))
         try:
             result = await process.wait()
         except asyncio.CancelledError:
@@ -151,13 +154,11 @@ class Mailer:
                 )
             return value
         if smtp.password_file is not None:
-            try:
-                return smtp.password_file.read_text(encoding="utf-8").rstrip("\r\n")
-            except (OSError, UnicodeDecodeError) as error:
-                why = getattr(error, "strerror", None) or str(error)
-                raise DeliveryError(
-                    f"settings.smtp.password_file: cannot read {smtp.password_file}: {why}"
-                ) from None
+            try:  # checked as root trusts it, on the descriptor it is read from
+                text = read_trusted_text(smtp.password_file, "a password", permissions.SECRET)
+            except ValueError as error:
+                raise DeliveryError(f"settings.smtp.password_file: {error}") from None
+            return text.rstrip("\r\n")
         return None
 
     async def send(self, message: EmailMessage, *, timeout: float) -> None:

@@ -1,18 +1,18 @@
-"""The SQLite store: ``Store`` on one SQLite file in WAL mode, its schema and its files.
+"""The SQLite store: ``Store`` on one SQLite file in WAL mode, its schema and its locks.
 
 docs/state.md describes the schema, the files beside the database (``.lock``, ``.writers``)
-and how to recover. Instants are stored with ``state.to_micros``.
+and how to recover. Instants are stored with ``state.to_micros``. The folder and every file
+in it are checked, and the files opened, by ``statefiles`` before SQLite opens them.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-import shlex
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,6 +26,14 @@ from cronplus.state import (
     history_values,
     interrupted_result,
     to_micros,
+)
+from cronplus.statefiles import (
+    cannot_open,
+    check_siblings,
+    move_aside,
+    private_file,
+    private_folder,
+    sibling,
 )
 
 BUSY_TIMEOUT_S = 5.0
@@ -125,51 +133,20 @@ def _history_query(*, job: str | None, failed_only: bool) -> str:
     return f"SELECT {_COLUMNS} FROM history{clause} ORDER BY finished_at DESC, id DESC LIMIT :n"
 
 
-# --- files and errors -----------------------------------------------------------------
-
-
-def _move_aside(path: Path) -> str:
-    quoted = shlex.quote(str(path))
-    return f"move it aside: mv {quoted} {quoted}.broken; cronplus starts a fresh one"
-
-
-def _cannot_open(path: Path, why: str) -> StateError:
-    return StateError(
-        f"{path}: cannot open it ({why}); make the file and its folder readable and writable"
-        f" by this user (ls -l {shlex.quote(str(path))}), or point settings.state elsewhere"
-    )
+# --- errors ---------------------------------------------------------------------------
 
 
 def _open_error(path: Path, error: sqlite3.Error) -> StateError:
     """Say what is wrong with the database file and what the operator can do about it."""
     name = getattr(error, "sqlite_errorname", "")
     if name in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
-        return StateError(f"{path}: not a readable SQLite database ({error}); {_move_aside(path)}")
+        return StateError(f"{path}: not a readable SQLite database ({error}); {move_aside(path)}")
     if name == "SQLITE_BUSY":
         return StateError(
             f"{path}: another process held the state database locked for more than"
             f" {BUSY_TIMEOUT_S:g}s ({error}); try again when it is done"
         )
-    return _cannot_open(path, str(error))
-
-
-def _private_file(path: Path, flags: int = os.O_RDWR) -> int:
-    """Open ``path``, creating it 0600 and its missing folders 0700 if ``flags`` write."""
-    try:
-        if flags == os.O_RDONLY:
-            return os.open(path, flags)
-        for folder in reversed([p for p in path.parents if not p.exists()]):
-            with suppress(FileExistsError):  # another process made it first
-                folder.mkdir(mode=0o700)
-                folder.chmod(0o700)  # the umask may have changed the mode
-        try:
-            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return os.open(path, flags)
-        os.fchmod(fd, 0o600)
-        return fd
-    except OSError as error:
-        raise _cannot_open(path, error.strerror or str(error)) from error
+    return cannot_open(path, str(error))
 
 
 def _connect(path: Path, mode: str) -> sqlite3.Connection:
@@ -238,11 +215,13 @@ class SqliteStore:
         if path.is_dir():
             raise StateError(
                 f"{path}: is a directory, expected the SQLite state database file;"
-                f" point settings.state at a file, or {_move_aside(path)}"
+                f" point settings.state at a file, or {move_aside(path)}"
             )
         if readonly:
             return cls._open_readonly(path)
-        os.close(_private_file(path))
+        private_folder(path, create=True)
+        os.close(private_file(path))
+        check_siblings(path)
         db = cls._checked(path, _connect(path, "rw"))
         try:
             if db.execute("PRAGMA journal_mode = WAL").fetchone()[0] != "wal":
@@ -262,7 +241,9 @@ class SqliteStore:
     def _open_readonly(cls, path: Path) -> SqliteStore:
         if not path.exists():
             return cls._empty(path)
-        os.close(_private_file(path, os.O_RDONLY))  # says "permission denied" if so
+        private_folder(path, create=False)
+        os.close(private_file(path, os.O_RDONLY))  # says "permission denied" if so
+        check_siblings(path)
         db = cls._checked(path, _connect(path, "ro"))
         version = _user_version(db)
         if version == SCHEMA_VERSION:
@@ -295,7 +276,7 @@ class SqliteStore:
             db.close()
             raise StateError(
                 f"{path}: schema version {version} is newer than this cronplus knows"
-                f" ({SCHEMA_VERSION}); upgrade cronplus, or {_move_aside(path)}"
+                f" ({SCHEMA_VERSION}); upgrade cronplus, or {move_aside(path)}"
             )
         return db
 
@@ -304,7 +285,7 @@ class SqliteStore:
         try:
             if key in self._writing:
                 raise StateError(f"{self._path}: already open for writing in this process")
-            self._writers = _private_file(_sibling(self._path, ".writers"))
+            self._writers = private_file(sibling(self._path, ".writers"))
         except StateError:
             self._db.close()
             raise
@@ -315,7 +296,7 @@ class SqliteStore:
         """Be the one daemon on this database until ``close`` (or this process ends)."""
         if self._daemon_lock is not None:
             return
-        fd = _private_file(_sibling(self._path, ".lock"))
+        fd = private_file(sibling(self._path, ".lock"))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
@@ -454,10 +435,6 @@ class SqliteStore:
             stderr_tail=tail,
             reason=why,
         )
-
-
-def _sibling(path: Path, suffix: str) -> Path:
-    return path.with_name(path.name + suffix)
 
 
 def _interrupted(row: tuple[Any, ...], *, now: datetime) -> RunResult:

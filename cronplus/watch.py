@@ -101,7 +101,10 @@ def _snapshot(path: Path) -> _Snapshot:
             return _Snapshot(identity=None, spots=frozenset(spots))
         if stat.S_ISLNK(info.st_mode):
             spots.add((here, name))
-            text = os.readlink(entry)
+            try:
+                text = os.readlink(entry)
+            except OSError:  # replaced since the lstat: its event is on the way
+                return _Snapshot(identity=None, spots=frozenset(spots))
             links.append(text)
             if len(links) > _MAX_LINKS:
                 return _Snapshot(identity=None, spots=frozenset(spots))

@@ -13,6 +13,7 @@ they skip, saying so.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -27,6 +28,7 @@ from typing import Any
 import pytest
 
 NAME = "cronplus-attacker"
+SYSTEM_PYTHON = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,9 @@ class Attacker:
         return subprocess.run(argv, text=True, check=False, **self.identity(), **kwargs)
 
     def python(self, code: str, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-        """Python ``code`` run as this user (``-I``: nothing of the checkout is imported)."""
-        return self.run([sys.executable, "-I", "-c", code, *args], **kwargs)
+        """Python ``code`` run as this user by the system's python3 (the test's own may sit
+        below a folder only root may enter); ``-I``: nothing of the checkout is imported."""
+        return self.run([SYSTEM_PYTHON, "-I", "-c", code, *args], **kwargs)
 
     def popen(self, argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
         """``argv`` started as this user, in the background."""
@@ -64,30 +67,30 @@ class Attacker:
         return path
 
 
-def _make_user() -> None:
-    subprocess.run(
-        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", NAME],
+def throwaway(name: str) -> Attacker:
+    """The system user ``name``, made if missing (no home, no login shell); skips the test
+    where that cannot be done."""
+    if os.geteuid() != 0:
+        pytest.skip(f"a second uid ({name}) needs root, to make it and to switch to it")
+    with contextlib.suppress(KeyError):
+        entry = pwd.getpwnam(name)
+        return Attacker(entry.pw_name, entry.pw_uid, entry.pw_gid)
+    if shutil.which("useradd") is None:
+        pytest.skip(f"no useradd to make the user {name} with")
+    made = subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
         capture_output=True,
-        check=True,
+        check=False,
     )
+    if made.returncode != 0 and b"already exists" not in made.stderr:  # another worker
+        raise RuntimeError(f"useradd {name}: {made.stderr.decode(errors='replace')}")
+    entry = pwd.getpwnam(name)
+    return Attacker(entry.pw_name, entry.pw_uid, entry.pw_gid)
 
 
 @pytest.fixture(scope="session")
 def attacker() -> Attacker:
-    if os.geteuid() != 0:
-        pytest.skip("playing an attacker against a root daemon needs root (and useradd)")
-    try:
-        entry = pwd.getpwnam(NAME)
-    except KeyError:
-        if shutil.which("useradd") is None:
-            pytest.skip("no useradd to make the attacker's user with")
-        try:
-            _make_user()
-        except subprocess.CalledProcessError as error:
-            if b"already exists" not in error.stderr:  # another worker made it meanwhile
-                raise
-        entry = pwd.getpwnam(NAME)
-    return Attacker(entry.pw_name, entry.pw_uid, entry.pw_gid)
+    return throwaway(NAME)
 
 
 @pytest.fixture

@@ -251,7 +251,7 @@ def test_json_logs_have_stable_field_names(cronplus: Cronplus) -> None:
 def test_a_corrupt_state_database_is_exit_2_and_left_untouched(cronplus: Cronplus) -> None:
     cronplus.write(BACKUP)
     state = cronplus.dir / "state" / "cronplus" / "state.db"
-    state.parent.mkdir(parents=True)
+    state.parent.mkdir(parents=True, mode=0o700)
     garbage = b"this is not a database" * 100
     state.write_bytes(garbage)
     for args in (("history",), ("run-once", "--at", "2026-03-08T07:00:00Z")):

@@ -462,13 +462,24 @@ def test_it_creates_the_files_0600_and_missing_folders_0700(tmp_path: Path, umas
     assert [mode(tmp_path / "new"), mode(path.parent)] == [0o700, 0o700]
 
 
-def test_an_existing_folder_keeps_its_mode(tmp_path: Path) -> None:
-    (tmp_path / "shared").mkdir(mode=0o755)
-    (tmp_path / "shared").chmod(0o755)
+@pytest.mark.parametrize("readonly", [False, True], ids=["writing", "reading"])
+def test_an_existing_folder_open_to_others_is_refused_and_keeps_its_mode(
+    tmp_path: Path, readonly: bool
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    (shared / "state.db").touch(mode=0o600)
 
-    SqliteStore.open(tmp_path / "shared" / "state.db").close()
+    with pytest.raises(StateError) as refused:
+        SqliteStore.open(shared / "state.db", readonly=readonly)
 
-    assert mode(tmp_path / "shared") == 0o755
+    assert str(refused.value) == (
+        f"{shared}: the state folder is open to its group and others (mode 0755), and must be"
+        f" this user's alone; fix: chmod 700 {shared} (and check its files)"
+    )
+    assert mode(shared) == 0o755
+    assert os.listdir(shared) == ["state.db"]
 
 
 def test_the_database_is_in_wal_mode(tmp_path: Path) -> None:
