@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -45,11 +46,31 @@ class SlotRun:
     waiting_retry: bool = False
     claiming: bool = False
     """Waiting for the slot gate: in a cluster, another node may run the slot instead."""
+    attempt: int = 1
+    """The attempt under way, or the retry waited for."""
+    started_at: datetime | None = None
+    noted: asyncio.Future[int] | None = None
+    """The in-flight row of the attempt under way, until its result is in history."""
+    ended: RunResult | None = None
+    """The result of the attempt under way, once it ended, until it is in history."""
 
     @property
     def alive(self) -> bool:
         waiting = self.waiting_retry or self.claiming
         return self.task is not None and not self.task.done() and not waiting
+
+
+def _in_flight_row(noted: asyncio.Future[int] | None) -> int | None:
+    """The id of an attempt's in-flight row, if one was made; a note still to come is
+    cancelled, so that none is."""
+    if noted is None:
+        return None
+    if not noted.done():
+        noted.cancel()
+        return None
+    if noted.cancelled() or noted.exception() is not None:
+        return None
+    return noted.result()
 
 
 class Engine:
@@ -81,6 +102,8 @@ class Engine:
         self._limiter = Limiter(crontab.settings.max_concurrent)
         self._table = Timetable()
         self._runs: set[SlotRun] = set()
+        self._hide_base = secrets.Redactor(self._base_env)
+        self._hiders: dict[str, tuple[Job, secrets.Redactor]] = {}
         self.stopping = False
 
     # --- the timetable ----------------------------------------------------------------
@@ -233,15 +256,18 @@ class Engine:
     # --- one slot: attempts and retries --------------------------------------------
 
     async def _claimed(self, run: SlotRun, state: JobState, *, waits_for: list[SlotRun]) -> None:
-        run.claiming = True
-        claim = await self._gate.claim(run.job, run.slot)
-        run.claiming = False
-        if claim is None:
-            return  # another node runs it, or this one may not (the gate logs why)
         try:
-            await self._run_slot(run, state, waits_for=waits_for)
-        finally:
-            claim.release(started=bool(run.results))
+            run.claiming = True
+            claim = await self._gate.claim(run.job, run.slot)
+            run.claiming = False
+            if claim is None:
+                return  # another node runs it, or this one may not (the gate logs why)
+            try:
+                await self._run_slot(run, state, waits_for=waits_for)
+            finally:
+                claim.release(started=bool(run.results))
+        except Exception as error:  # a bug or a failing store: nobody awaits this task
+            self._crashed(run, error)
 
     async def _run_slot(self, run: SlotRun, state: JobState, *, waits_for: list[SlotRun]) -> None:
         for old in waits_for:
@@ -252,6 +278,7 @@ class Engine:
             await self._sleep_until(self._clock.now() + timedelta(seconds=delay))
         attempt = 1
         while True:
+            run.attempt = attempt
             result = await self._attempt(run, attempt)
             stopped = run.stop_as is not None
             if result.outcome.ok or stopped:
@@ -269,7 +296,7 @@ class Engine:
             self._events.attempt_finished(job=run.job, result=result, retry_at=retry, stopped=False)
             if retry is None:
                 return
-            run.waiting_retry = True
+            run.attempt, run.waiting_retry = attempt + 1, True
             await self._sleep_until(retry)
             run.waiting_retry = False
             attempt += 1
@@ -290,13 +317,16 @@ class Engine:
                 queued=self._limiter.queued + 1,
             )
         await self._limiter.acquire()
+        hide = self._redactor(job)
         try:
-            started_at = self._clock.now()
-            process = self._runner.start(command_for(job, slot, attempt, self._base_env))
+            run.started_at = started_at = self._clock.now()
+            command = command_for(job, slot, attempt, self._base_env)
+            process = self._runner.start(command)
+            process.mask_secrets(hide)
             run.process = process
             # The rest waits for the next loop turn: the other slots due now spawn first.
             await asyncio.sleep(0)
-            noted = self._in_flight.note(
+            run.noted = noted = self._in_flight.note(
                 Started(
                     job=job.name,
                     scheduled_at=run.slot,
@@ -312,22 +342,37 @@ class Engine:
             run.process = None
         finally:
             self._limiter.release()
-        result = self._result(run, attempt, started_at, outcome)
+        run.ended = result = self._result(run, attempt, started_at, outcome, hide)
         attempt_id = await noted
         self._store.end_attempt(attempt_id, result, keep=self.crontab.settings.history_keep)
+        run.noted = run.ended = run.started_at = None
         run.results.append(result)
         if result.outcome.ok:
             runlog.log_succeeded(self._log, job, result)
         return result
 
+    def _redactor(self, job: Job) -> secrets.Redactor:
+        """The job's ``Redactor``, kept while the job is unchanged: the secrets of its
+        ``env`` are found once, those of the daemon's environment once for all jobs."""
+        known = self._hiders.get(job.name)
+        if known is None or known[0] is not job:
+            hide = secrets.Redactor(job.env, base=self._hide_base)
+            known = self._hiders[job.name] = (job, hide)
+        return known[1]
+
     def _result(
-        self, run: SlotRun, attempt: int, started_at: datetime, process: ProcessResult
+        self,
+        run: SlotRun,
+        attempt: int,
+        started_at: datetime,
+        process: ProcessResult,
+        hide: secrets.Redactor,
     ) -> RunResult:
         outcome, reason = process.outcome, process.reason
         if run.stop_as is not None and not outcome.ok:
             outcome, reason = run.stop_as, run.stop_reason
-        # Everything shown later (logs, history, alerts) comes from this record.
-        hide = secrets.redactor(self._base_env, run.job.env)
+        # Everything shown later (logs, history, alerts) comes from this record; the
+        # runner masked the output before cutting the tail from it.
         return RunResult(
             job=run.job.name,
             scheduled_at=run.slot,
@@ -338,9 +383,51 @@ class Engine:
             exit_code=process.exit_code,
             signal=process.signal,
             duration_s=round(process.duration_s, 6),
-            stderr_tail=hide(process.stderr_tail),
+            stderr_tail=process.stderr_tail,
             reason=hide(reason),
         )
+
+    # --- a run that failed inside cronplus --------------------------------------------
+
+    def _crashed(self, run: SlotRun, error: Exception) -> None:
+        """An exception ended the run's task: log it with the run, stop what it started,
+        and record the attempt it was on as failed, unless history has that one already
+        (then only the work after it failed). The daemon goes on."""
+        job, hide = run.job, self._redactor(run.job)
+        reason = hide(f"cronplus failed while running it: {type(error).__name__}: {error}")
+        if run.process is not None:
+            run.process.terminate(job.kill_grace.total_seconds())  # nobody will wait for it
+        where = hide("".join(traceback.format_exception(error)).rstrip())
+        runlog.log_crashed(
+            self._log, job, run.slot, attempt=run.attempt, reason=reason, where=where
+        )
+        if run.results and run.results[-1].attempt == run.attempt:
+            return
+        result = runlog.crashed(
+            job,
+            run.slot,
+            attempt=run.attempt,
+            started_at=run.started_at,
+            ended=run.ended,
+            now=self._clock.now(),
+            reason=reason,
+        )
+        self._record_crash(run, result)
+
+    def _record_crash(self, run: SlotRun, result: RunResult) -> None:
+        noted, run.noted = run.noted, None
+        keep = self.crontab.settings.history_keep
+        try:
+            row = _in_flight_row(noted)
+            if row is None:
+                self._store.record(result, keep=keep)
+            else:
+                self._store.end_attempt(row, result, keep=keep)
+            run.results.append(result)
+            self._events.attempt_finished(job=run.job, result=result, retry_at=None, stopped=False)
+        except Exception as error:  # the store or an observer that failed the run fails again
+            why = self._redactor(run.job)(f"{type(error).__name__}: {error}")
+            runlog.log_unrecorded(self._log, result, why=why)
 
     # --- stopping ------------------------------------------------------------------
 
@@ -379,6 +466,7 @@ class Engine:
         changed = [name for name in new if name in old and new[name] != old[name]]
         for name in removed:
             self._drop_pending_retries(self._table.remove(name), now)
+            self._hiders.pop(name, None)
         for name in changed:
             self._table.replace(new[name], now=now)
         for name in added:

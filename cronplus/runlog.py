@@ -1,4 +1,5 @@
-"""The run log: the records and log lines for slots that were skipped, missed or failed.
+"""The run log: the records and log lines for slots that were skipped, missed or failed,
+and for runs that failed inside cronplus.
 
 Builders here are pure (they take ``now``); the ``log_*`` functions only write event lines.
 Field names are stable: ``job``, ``run_id``, ``scheduled_at``, ``attempt``,
@@ -7,11 +8,12 @@ Field names are stable: ``job``, ``run_id``, ``scheduled_at``, ``attempt``,
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from cronplus.exits import how_it_ended
 from cronplus.logs import EventLog
-from cronplus.model import Job, Outcome, RunResult, iso_utc
+from cronplus.model import Job, Outcome, RunResult, Slot, iso_utc
 from cronplus.plan import Pending
 
 
@@ -56,6 +58,34 @@ def missed(job: Job, decision: Pending, *, now: datetime) -> RunResult | None:
         finished_at=now,
         outcome=Outcome.MISSED,
         reason=f"{_missed_span(decision)} (catchup: {job.catchup})",
+    )
+
+
+def crashed(
+    job: Job,
+    slot: datetime,
+    *,
+    attempt: int,
+    started_at: datetime | None,
+    ended: RunResult | None,
+    now: datetime,
+    reason: str,
+) -> RunResult:
+    """An attempt whose run failed inside cronplus (a bug, a failing store): ``failed``
+    with ``reason``; what is known of how the job itself ended (``ended``) is kept."""
+    if ended is not None:
+        why = f"{reason} (the attempt itself {ended.outcome}, {how_it_ended(ended)})"
+        return replace(ended, outcome=Outcome.FAILED, reason=why)
+    begun = started_at or now
+    return RunResult(
+        job=job.name,
+        scheduled_at=slot,
+        attempt=attempt,
+        started_at=begun,
+        finished_at=now,
+        outcome=Outcome.FAILED,
+        duration_s=max((now - begun).total_seconds(), 0.0),
+        reason=reason,
     )
 
 
@@ -108,3 +138,30 @@ def log_failure(out: EventLog, job: Job, result: RunResult, *, retry_at: datetim
     dropped = result.attempt <= job.retry.retries
     why = "its next slot comes before the retry" if dropped else "no retries left"
     out.error("run_failed", f"job {job.name} failed: {why}", **details)
+
+
+def log_crashed(
+    out: EventLog, job: Job, slot: datetime, *, attempt: int, reason: str, where: str
+) -> None:
+    """A run's task ended by an exception: an ERROR line with the run and the traceback."""
+    out.error(
+        "run_crashed",
+        f"job {job.name}: {reason}",
+        job=job.name,
+        run_id=Slot(job=job.name, scheduled_at=slot).run_id,
+        scheduled_at=iso_utc(slot),
+        attempt=attempt,
+        reason=reason,
+        traceback=where,
+    )
+
+
+def log_unrecorded(out: EventLog, result: RunResult, *, why: str) -> None:
+    out.error(
+        "record_failed",
+        f"job {result.job}: the failure of its run could not be recorded: {why}",
+        job=result.job,
+        run_id=result.run_id,
+        attempt=result.attempt,
+        reason=why,
+    )

@@ -6,21 +6,22 @@ for secrets: ``env_file:``, ``{from_env: NAME}`` (the daemon's environment) or
 ``{from_file: PATH}``. Such values are ``Secret`` strings: a ``repr`` shows ``'***'``.
 
 Wherever cronplus shows text a job or the crontab produced, secret values become ``***``:
-the engine redacts each ``RunResult`` (stderr tail, reason) before it is logged, stored in
+a ``Redactor`` masks a job's output as the runner captured it, before the stderr tail is
+cut from it, the engine masks each ``RunResult``'s reason, before it is logged, stored in
 history or sent as an alert, and ``config`` redacts its error messages. The values of the
-daemon's own variables with secret-looking names count too, since every job inherits them.
+daemon's own variables with secret-looking names count too, whatever a job inherits.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from cronplus import permissions
 from cronplus.model import ConfigIssue
-from cronplus.permissions import refusal
 
 MASK = "***"
 SECRET_WORDS = ("TOKEN", "PASSWORD", "SECRET", "KEY")
@@ -71,20 +72,157 @@ def redact(text: str, values: Sequence[str]) -> str:
     return text
 
 
-def redactor(*envs: Mapping[str, str]) -> Callable[[str], str]:
-    """A function that redacts the secrets of ``envs`` (a job's full environment)."""
-    found: list[list[str]] = []
+def with_lines(values: Sequence[str]) -> list[str]:
+    """``values`` and each line of those that span lines (a key ``from_file``), stripped,
+    longest first: a job may print such a secret line by line, or with other line breaks."""
+    found = set(values)
+    for value in values:
+        if "\n" in value or "\r" in value:
+            found.update(line.strip() for line in value.splitlines())
+    return sorted((v for v in found if len(v) >= MIN_REDACTED), key=lambda v: (-len(v), v))
 
-    def hide(text: str) -> str:
-        # Most attempts leave nothing to hide (no stderr, no reason): finding the secrets of
-        # a whole environment costs ~30 us, a burst of 1,000 starts would pay it for nothing.
-        if not text:
-            return text
-        if not found:
-            found.append(secret_values(*envs))
-        return redact(text, found[0])
 
-    return hide
+class Redactor:
+    """Masks the secrets of a job's environments (``envs``): in text, when called, and in a
+    job's output as captured bytes (``mask``), before any of it is cut.
+
+    The values are found on first use and kept: most attempts have nothing to hide (no
+    output, no reason), and finding the secrets of a whole environment costs ~25 us.
+    ``base``'s secrets count too: the daemon's environment, searched once for all jobs.
+    """
+
+    __slots__ = ("_base", "_envs", "_patterns", "_values")
+
+    def __init__(self, *envs: Mapping[str, str], base: Redactor | None = None) -> None:
+        self._envs = envs
+        self._base = base
+        self._values: list[str] | None = None
+        self._patterns: list[bytes] | None = None
+
+    def values(self) -> list[str]:
+        """What is masked: each secret value, and its lines, longest first."""
+        if self._values is None:
+            found = secret_values(*self._envs)
+            if self._base is not None:
+                found += self._base.values()
+            self._values = with_lines(found)
+        return self._values
+
+    def patterns(self) -> list[bytes]:
+        """``values`` as the bytes a job writes (``surrogateescape``: as the environment
+        held them)."""
+        if self._patterns is None:
+            self._patterns = [v.encode("utf-8", "surrogateescape") for v in self.values()]
+        return self._patterns
+
+    def __call__(self, text: str) -> str:
+        return redact(text, self.values()) if text else text
+
+    def mask(
+        self,
+        data: bytes,
+        start: int = 0,
+        end: int | None = None,
+        *,
+        cut_before: bool = False,
+        cut_after: bool = False,
+    ) -> bytes:
+        """``data[start:end]`` with every secret that overlaps it replaced by ``***``.
+
+        ``data`` around the window is context: a secret that straddles ``start`` or
+        ``end`` is found whole there and masked up to the window's edge, so a later cut
+        never leaves a fragment. ``cut_before``/``cut_after``: ``data`` itself was cut off
+        the stream there, so a part of a secret running into that edge is masked too when
+        it reaches the window and is at least ``MIN_REDACTED`` bytes (docs/running.md,
+        "Secrets in what cronplus shows").
+        """
+        end = len(data) if end is None else end
+        if start >= end or not data:
+            return b""
+        runs: list[tuple[int, int]] = []
+        for pattern in self.patterns():
+            runs += _occurrences(data, pattern, start, end)
+            if cut_before and (part := _leading_part(data, pattern, need=start)):
+                runs.append((0, part))
+            if cut_after and (part := _trailing_part(data, pattern, need=len(data) - end)):
+                runs.append((len(data) - part, len(data)))
+        return _masked(data, start, end, runs)
+
+
+NO_SECRETS = Redactor()
+"""Masks nothing: output kept as the job wrote it."""
+_MASK_BYTES = MASK.encode()
+
+
+def redactor(*envs: Mapping[str, str]) -> Redactor:
+    """A ``Redactor`` for the secrets of ``envs`` (a job's full environment)."""
+    return Redactor(*envs)
+
+
+def _occurrences(data: bytes, pattern: bytes, start: int, end: int) -> list[tuple[int, int]]:
+    """Every occurrence of ``pattern`` that overlaps ``data[start:end]``, overlapping ones
+    too (``abab`` in ``ababab``): masking only every other one would leave a fragment."""
+    size = len(pattern)
+    low, high = max(0, start - size + 1), min(len(data), end + size - 1)
+    found = []
+    at = data.find(pattern, low, high)
+    while at >= 0:
+        found.append((at, at + size))
+        at = data.find(pattern, at + 1, high)
+    return found
+
+
+def _leading_part(data: bytes, pattern: bytes, *, need: int) -> int:
+    """How many of ``data``'s first bytes are the rest of ``pattern`` after its start, when
+    that rest is longer than ``need`` bytes (and at least ``MIN_REDACTED``); else 0."""
+    need = max(need, MIN_REDACTED - 1)
+    if len(pattern) - 1 <= need:
+        return 0  # no part of it after its first byte is long enough to matter
+    probe = data[: need + 1]
+    at = pattern.find(probe, 1)
+    while at >= 0:  # the first match is the longest rest
+        rest = pattern[at:]
+        if data.startswith(rest) or rest.startswith(data):
+            return min(len(rest), len(data))
+        at = pattern.find(probe, at + 1)
+    return 0
+
+
+def _trailing_part(data: bytes, pattern: bytes, *, need: int) -> int:
+    """How many of ``data``'s last bytes are a start of ``pattern`` short of its end, when
+    that start is longer than ``need`` bytes (and at least ``MIN_REDACTED``); else 0."""
+    need = max(need, MIN_REDACTED - 1)
+    if len(pattern) - 1 <= need:
+        return 0
+    probe = data[-(need + 1) :]
+    at = pattern.rfind(probe, 0, len(pattern) - 1)
+    while at >= 0:  # the last match is the longest start
+        begin = pattern[: at + len(probe)]
+        if data.endswith(begin) or begin.endswith(data):
+            return min(len(begin), len(data))
+        at = pattern.rfind(probe, 0, at + len(probe) - 1)
+    return 0
+
+
+def _masked(data: bytes, start: int, end: int, runs: list[tuple[int, int]]) -> bytes:
+    """``data[start:end]`` with each run (merged where they overlap) as one ``***``."""
+    if not runs:
+        return bytes(data[start:end])
+    merged: list[list[int]] = []
+    for first, last in sorted(runs):
+        if merged and first < merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], last)
+        else:
+            merged.append([first, last])
+    out, at = bytearray(), start
+    for first, last in merged:
+        if last <= start or first >= end:
+            continue
+        out += data[at : max(first, start)]
+        out += _MASK_BYTES
+        at = min(last, end)
+    out += data[at:end]
+    return bytes(out)
 
 
 # --- sources ----------------------------------------------------------------------------
@@ -110,7 +248,7 @@ _SOURCES_HINT = "from_env: VARIABLE or from_file: PATH"
 
 def read_secret_file(path: Path) -> str:
     """A file's whole text, less one final line break; an empty file is an error."""
-    text = _read_trusted(path, "a secret")
+    text = read_trusted_text(path, "a secret", permissions.SECRET)
     text = text.removesuffix("\n").removesuffix("\r")
     if not text:
         raise ValueError(f"{path} is empty; expected the secret")
@@ -133,7 +271,8 @@ def read_env_file(path: Path) -> EnvFile:
     named by its number only: its text may hold a secret.
     """
     values: dict[str, Secret] = {}
-    for number, line in enumerate(_read_trusted(path, "variables").splitlines(), start=1):
+    text = read_trusted_text(path, "variables", permissions.ENV_FILE)
+    for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
@@ -153,15 +292,22 @@ def _unquote(value: str) -> str:
     return value
 
 
-def _read_trusted(path: Path, what: str) -> str:
-    why = refusal(path, euid=os.geteuid())
-    if why is not None:
-        raise ValueError(f"refusing to read {what} as root: {why}")
+def read_trusted_text(path: Path, what: str, cap: permissions.Cap) -> str:
+    """The UTF-8 text of ``path``, checked as root trusts it and read from that one open
+    (``permissions.read``); a ``ValueError`` says what is wrong, never showing the text."""
     try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        reason = error.strerror if isinstance(error, OSError) else "it is not UTF-8 text"
-        raise ValueError(f"cannot read {path}: {reason}") from None
+        data = permissions.read(path, euid=os.geteuid(), cap=cap)
+        return data.decode("utf-8")
+    except permissions.Refused as refused:
+        raise ValueError(f"refusing to read {what} as root: {refused}") from None
+    except (OSError, permissions.TooLarge, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot read {path}: {_unread(error)}") from None
+
+
+def _unread(error: Exception) -> str:
+    if isinstance(error, UnicodeDecodeError):
+        return "it is not UTF-8 text"
+    return str(error.strerror) if isinstance(error, OSError) else str(error)
 
 
 def job_env(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from cronplus.admission import LocalGate, SlotClaim
 from cronplus.clock import FakeClock
 from cronplus.command import Command
 from cronplus.engine import Engine
@@ -25,8 +27,10 @@ from cronplus.model import (
     Outcome,
     Overlap,
     RetryPolicy,
+    RunResult,
     Settings,
     Slot,
+    StateError,
 )
 from cronplus.runner import Runner, RunningProcess
 from cronplus.state import SqliteStore
@@ -525,3 +529,161 @@ def test_a_reload_that_changes_a_job_but_not_its_next_slot_starts_that_slot_once
         utc("2026-01-01T00:00:02"),
         utc("2026-01-01T00:00:03"),
     ]
+
+
+# --- a run that fails inside cronplus ------------------------------------------------------
+
+
+class Faults:
+    """Failures armed by a test, each raised once by the piece that checks for it."""
+
+    def __init__(self) -> None:
+        self.armed: dict[str, type[Exception]] = {}
+
+    def check(self, point: str) -> None:
+        error = self.armed.pop(point, None)
+        if error is not None:
+            raise error(f"injected at {point}")
+
+
+class FaultyStore(SqliteStore):
+    """The real SQLite store, but noting or ending an attempt may fail (a full disk)."""
+
+    faults = Faults()
+
+    def begin_attempt(
+        self,
+        *,
+        job: str,
+        scheduled_at: datetime,
+        attempt: int,
+        started_at: datetime,
+        pid: int | None,
+    ) -> int:
+        self.faults.check("begin_attempt")
+        return super().begin_attempt(
+            job=job, scheduled_at=scheduled_at, attempt=attempt, started_at=started_at, pid=pid
+        )
+
+    def end_attempt(self, attempt_id: int, result: RunResult, *, keep: int) -> None:
+        self.faults.check("end_attempt")
+        super().end_attempt(attempt_id, result, keep=keep)
+
+
+class FaultyRunner(Runner):
+    def __init__(self, faults: Faults) -> None:
+        super().__init__(drain_grace=0.2)
+        self.faults = faults
+
+    def start(self, command: Command) -> RunningProcess:
+        self.faults.check("start")
+        return super().start(command)
+
+
+class FaultyEvents(NoEvents):
+    def __init__(self, faults: Faults) -> None:
+        self.faults = faults
+
+    def attempt_started(
+        self, *, job: Job, slot: Slot, attempt: int, pid: int | None, at: datetime
+    ) -> None:
+        self.faults.check("attempt_started")
+
+
+class FaultyGate(LocalGate):
+    def __init__(self, faults: Faults) -> None:
+        self.faults = faults
+
+    async def claim(self, job: Job, slot: datetime) -> SlotClaim | None:
+        self.faults.check("claim")
+        return await super().claim(job, slot)
+
+
+class FaultyClock(FakeClock):
+    def __init__(self, start: datetime, faults: Faults) -> None:
+        super().__init__(start)
+        self.faults = faults
+
+    async def sleep_until(
+        self, instant: datetime, *, max_seconds: float, precise: bool = False
+    ) -> None:
+        self.faults.check("sleep_until")
+        await super().sleep_until(instant, max_seconds=max_seconds, precise=precise)
+
+
+@pytest.mark.parametrize(
+    ("point", "error", "command", "rows"),
+    [
+        ("end_attempt", StateError, "true", [(1, 0, "(the attempt itself succeeded, exit 0)")]),
+        ("begin_attempt", StateError, "exit 4", [(1, 4, "(the attempt itself failed, exit 4)")]),
+        ("attempt_started", RuntimeError, "sleep 30", [(1, None, "")]),
+        ("start", RuntimeError, "true", [(1, None, "")]),
+        ("claim", RuntimeError, "true", [(1, None, "")]),
+        ("sleep_until", RuntimeError, "exit 1", [(1, 1, None), (2, None, "")]),
+    ],
+    ids=[
+        "store-ending-the-attempt",
+        "store-noting-the-attempt",
+        "observer-of-the-start",
+        "runner-starting-it",
+        "slot-gate",
+        "clock-in-the-retry-wait",
+    ],
+)
+def test_an_exception_inside_a_run_is_logged_recorded_as_failed_and_the_engine_goes_on(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    point: str,
+    error: type[Exception],
+    command: str,
+    rows: list[tuple[int, int | None, str | None]],
+) -> None:
+    faults = Faults()
+    store = FaultyStore.open(tmp_path / "state.db")
+    assert isinstance(store, FaultyStore)
+    store.faults = faults
+    broken = job("broken", "0 * * * *", command, tmp_path, retry=RetryPolicy(retries=1, delay=S))
+    after = job("after", "0 * * * *", "true", tmp_path)
+    clock = FaultyClock(utc("2026-01-01T00:00"), faults)
+    runner = FaultyRunner(faults)
+
+    async def scenario() -> None:
+        eng = Engine(
+            crontab(tmp_path, broken, after),
+            store=store,
+            runner=runner,
+            clock=clock,
+            base_env={},
+            log=EventLog(),
+            events=FaultyEvents(faults),
+            gate=FaultyGate(faults),
+        )
+        faults.armed[point] = error
+        eng.start_slots([(broken, utc("2026-01-01T00:00"))], now=clock.now())
+        await eng.wait_idle()
+        eng.start_slots([(after, utc("2026-01-01T00:00"))], now=clock.now())
+        await eng.wait_idle()
+        for _ in range(100):  # a process whose run crashed is stopped, not left running
+            if not runner.running():
+                break
+            await asyncio.sleep(0.05)
+
+    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        asyncio.run(scenario())
+    history = list(reversed(store.history(job="broken")))
+    (later,) = store.history(job="after")
+    store.close()
+    crashes = [r for r in caplog.records if getattr(r, "cronplus_event", "") == "run_crashed"]
+    in_flight = sqlite3.connect(tmp_path / "state.db").execute("SELECT count(*) FROM in_flight")
+
+    reason = f"cronplus failed while running it: {error.__name__}: injected at {point}"
+    assert len(crashes) == 1 and crashes[0].levelno == logging.ERROR
+    fields = getattr(crashes[0], "cronplus_fields", {})
+    assert (fields["job"], fields["run_id"]) == ("broken", "broken@2026-01-01T00:00:00Z")
+    assert fields["attempt"] == rows[-1][0] and f"injected at {point}" in fields["traceback"]
+    assert [(r.attempt, r.exit_code) for r in history] == [row[:2] for row in rows]
+    assert all(r.outcome is Outcome.FAILED for r in history)
+    assert history[-1].reason == reason + (f" {rows[-1][2]}" if rows[-1][2] else "")
+    assert in_flight.fetchone() == (0,)
+    assert later.outcome is Outcome.SUCCEEDED
+    assert runner.running() == []
