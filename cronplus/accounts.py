@@ -1,12 +1,12 @@
 """The users jobs run as: finding them in the user database, and what a switch sets.
 
 Only a daemon running as root may run a job as another user (``user:``, ``group:``). The
-user database is read when the crontab is loaded (``validate``, start, reload), never in
-the daemon's loop, where a slow NSS source (LDAP) would stall every job: a change to a
-user's groups counts from the next reload.
-
-The child switches with ``subprocess.Popen(user=, group=, extra_groups=)``, or, when the job
-also has limits, in the exec wrapper (``limit_exec.py``) after they are set.
+user database is read when the crontab is loaded (``validate``, start, reload), to refuse
+an unknown user or group and to give the job its ``HOME``, ``USER``, ``LOGNAME`` and
+``SHELL``; never in the daemon's loop, where a slow NSS source (LDAP) would stall every
+job. The switch itself looks the user up again at each run, in the child: the exec wrapper
+(``limit_exec.py``) does it as root, then switches, then enters the job's folder, so a
+changed uid, gid or group list counts at once.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from cronplus.model import Account
 
@@ -50,6 +51,7 @@ def lookup_user(name: object, *, euid: int) -> Account:
         gid=entry.pw_gid,
         groups=tuple(os.getgrouplist(entry.pw_name, entry.pw_gid)),
         home=entry.pw_dir,
+        shell=entry.pw_shell or "/bin/sh",
     )
 
 
@@ -81,18 +83,31 @@ def _describe(value: object) -> str:
 
 
 def environment(account: Account) -> dict[str, str]:
-    """What a login sets for the user, and cron too: ``HOME``, ``USER``, ``LOGNAME``."""
-    return {"HOME": account.home, "USER": account.name, "LOGNAME": account.name}
+    """What a login sets for the user, and cron too: ``HOME``, ``USER``, ``LOGNAME``,
+    ``SHELL``."""
+    return {
+        "HOME": account.home,
+        "USER": account.name,
+        "LOGNAME": account.name,
+        "SHELL": account.shell,
+    }
 
 
-def popen_identity(account: Account | None) -> dict[str, Any]:
-    """``Popen``'s keywords for the switch: ``extra_groups`` always, so the child never keeps
-    the daemon's (root's) supplementary groups."""
-    if account is None:
-        return {}
-    return {"user": account.uid, "group": account.gid, "extra_groups": list(account.groups)}
-
-
-def wrapper_identity(account: Account) -> str:
-    """The switch as ``limit_exec.py`` takes it: ``UID:GID:G1,G2,...`` (numbers only)."""
-    return f"{account.uid}:{account.gid}:{','.join(str(gid) for gid in account.groups)}"
+def own_environment(euid: int, env: Mapping[str, str]) -> dict[str, str]:
+    """``environment()`` of the user the daemon runs as, from the user database (as cron
+    does: a ``HOME`` kept by ``sudo -E`` is not root's); from ``env`` where the database
+    has no entry for ``euid`` (a container's arbitrary uid)."""
+    try:
+        entry = pwd.getpwuid(euid)
+    except KeyError:
+        names = ("HOME", "USER", "LOGNAME", "SHELL")
+        return {name: env[name] for name in names if name in env}
+    account = Account(
+        name=entry.pw_name,
+        uid=euid,
+        gid=entry.pw_gid,
+        groups=(),
+        home=entry.pw_dir,
+        shell=entry.pw_shell or "/bin/sh",
+    )
+    return environment(account)

@@ -141,7 +141,27 @@ def _check_smtp(smtp: Mapping[str, Any]) -> list[Finding]:
     if "username" in smtp and not sources:
         why = "a username needs password_env or password_file (never the password itself)"
         return [Finding((*loc, "username"), why, True)]
+    host = smtp.get("host")
+    if "username" in smtp and smtp.get("security") == "none" and not _loopback(host):
+        why = (
+            f"security: none would send the password to {host} in clear text; use starttls"
+            " or tls (security: none with a login is only for a relay on this host)"
+        )
+        return [Finding((*loc, "security"), why, True)]
     return []
+
+
+def _loopback(host: object) -> bool:
+    """Whether ``host`` names this machine (``localhost``, 127.0.0.0/8, ::1): no wire."""
+    if not isinstance(host, str):
+        return True  # a missing or wrong host is reported on its own
+    name = host.strip().strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_routes(

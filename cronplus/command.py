@@ -1,12 +1,19 @@
 """What one attempt runs and what it gave back: ``Command``, ``ProcessResult``, the job's env.
 
 Pure values and their construction from a job and a slot; ``runner.py`` starts the
-process. ``CRONPLUS_*`` variables are always cronplus's; the daemon's service-manager
-variables (``NOTIFY_SOCKET``, ``WATCHDOG_*``, ``LISTEN_*``) never reach a job.
+process. A job's environment is built, not inherited (docs/running.md, "Environment"):
+cron's small one (``PATH``, the locale, ``TZ``, the user's ``HOME``, ``USER``, ``LOGNAME``,
+``SHELL``), the daemon's variables the job names in ``inherit_env``, its own ``env``
+(``env_file`` and secrets included), and the ``CRONPLUS_*`` run variables, which are always
+cronplus's. Nothing else of the daemon's environment reaches a job: not another job's
+``from_env`` source, not a password or DSN, never the service manager's variables
+(``NOTIFY_SOCKET``, ``WATCHDOG_*``, ``LISTEN_*``), even when named.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +30,12 @@ STDERR_TAIL_BYTES = 4096
 CONTROL_VARIABLES = frozenset({"NOTIFY_SOCKET"})
 """The daemon's own service-manager variables, never passed on to a job."""
 CONTROL_PREFIXES = ("WATCHDOG_", "LISTEN_")
+OTHER_USER_PATH = "/usr/local/bin:/usr/bin:/bin"
+"""``PATH`` of a job run as another user: root's ``PATH`` may name folders only root may
+write, or trust."""
+KEPT = frozenset({"PATH", "LANG", "LANGUAGE", "TZ"})
+"""The daemon's variables every job gets (with ``LC_*``): where programs are, the
+locale, the host's zone. ``PATH`` only for jobs of the daemon's own user."""
 
 NO_LIMITS = Limits()
 
@@ -43,6 +56,8 @@ class Command:
     limits: Limits = NO_LIMITS
     account: Account | None = None
     """Run as this user (the daemon must be root)."""
+    group: str | None = None
+    """With ``account``: the job's ``group:``, looked up by name at each run."""
 
     def __post_init__(self) -> None:
         checks = (
@@ -70,7 +85,9 @@ class ProcessResult:
     """From the spawn to the main child's exit, on the monotonic clock."""
     pid: int | None
     stdout: bytes
-    """Head + ``b"\\n[... N bytes dropped ...]\\n"`` + tail when the output was cut."""
+    """Head + ``b"\\n[... N bytes dropped ...]\\n"`` + tail when the output was cut, with
+    the secrets given to ``RunningProcess.mask_secrets`` as ``***``, masked before the
+    cut; the tails below are cut from these masked bytes."""
     stderr: bytes
     reason: str = ""
     limit: str = ""
@@ -112,11 +129,31 @@ def is_control_variable(name: str) -> bool:
 
 
 class PassedOn(dict[str, str]):
-    """The daemon's environment minus its control variables: what every job starts from.
+    """The daemon's environment minus its control variables: what ``inherit_env`` draws
+    from, and the two bases every job's environment starts from (built once, on first use,
+    so a burst copies a few variables per attempt, not the daemon's whole environment:
+    bench/RESULTS.md, "What bounds the burst")."""
 
-    Made once by ``passed_on``, so a burst does not filter the daemon's whole environment
-    again for each attempt (bench/RESULTS.md, "What bounds the burst").
-    """
+    @functools.cached_property
+    def kept(self) -> dict[str, str]:
+        """The locale and ``TZ``: what every job gets of the daemon's."""
+        return {
+            name: value
+            for name, value in self.items()
+            if (name in KEPT and name != "PATH") or name.startswith("LC_")
+        }
+
+    @functools.cached_property
+    def own_user(self) -> dict[str, str]:
+        """A job of the daemon's own user: ``kept``, the daemon's ``PATH``, its login."""
+        path = {"PATH": self["PATH"]} if "PATH" in self else {"PATH": os.defpath}
+        return {**self.kept, **path, **accounts.own_environment(os.geteuid(), self)}
+
+    @functools.cached_property
+    def other_user(self) -> dict[str, str]:
+        """A job of another user (its login comes from its account): ``kept`` and a
+        ``PATH`` of the system's own folders."""
+        return {**self.kept, "PATH": OTHER_USER_PATH}
 
 
 def passed_on(base: Mapping[str, str]) -> PassedOn:
@@ -131,20 +168,27 @@ def passed_on(base: Mapping[str, str]) -> PassedOn:
 
 
 def job_environment(base: Mapping[str, str], job: Job, slot: Slot, attempt: int) -> dict[str, str]:
-    """The daemon's environment minus its control variables, plus the job's, plus ours.
+    """The environment one attempt runs with, built from the daemon's ``base`` (the
+    module's docstring says what of it).
 
-    A job with ``user:`` gets that user's ``HOME``, ``USER`` and ``LOGNAME`` before its own
-    ``env``. A job's own ``env`` may set anything, even a control variable, but not the
-    ``CRONPLUS_*`` variables: those are always cronplus's. ``base`` may already be
-    ``passed_on`` (the engine's, made once); then it is only copied.
+    A job with ``user:`` gets that user's ``HOME``, ``USER``, ``LOGNAME`` and ``SHELL``; its
+    own ``env`` may still set them, and anything else, even a control variable, but not
+    the ``CRONPLUS_*`` variables. ``base`` may already be ``passed_on`` (the engine's, made
+    once).
     """
     if attempt < 1:
         raise ValueError(
             f"job_environment for job {job.name!r}: attempt must be >= 1, got {attempt}"
         )
-    env = dict(passed_on(base))
-    if job.user is not None:
+    daemon = passed_on(base)
+    if job.user is None:
+        env = dict(daemon.own_user)
+    else:
+        env = dict(daemon.other_user)
         env.update(accounts.environment(job.user))
+    for name in job.inherit_env:
+        if name in daemon:
+            env[name] = daemon[name]
     env.update(job.env)
     env["CRONPLUS_JOB"] = job.name
     env["CRONPLUS_SCHEDULED_AT"] = iso_utc(slot.scheduled_at)
@@ -164,4 +208,5 @@ def command_for(job: Job, slot: Slot, attempt: int, base_env: Mapping[str, str])
         success_codes=job.success_codes,
         limits=job.limits,
         account=job.user,
+        group=job.group,
     )

@@ -276,6 +276,8 @@ def _job(
         fields["success_codes"] = frozenset(fields["success_codes"])
     if "run_on" in fields:
         fields["run_on"] = frozenset(fields["run_on"])
+    if "inherit_env" in fields:
+        fields["inherit_env"] = tuple(fields["inherit_env"])
     alertconfig.job_fields(fields)
     for key in _SHARED.intersection(fields):
         fields[key] = shared.setdefault((type(fields[key]), fields[key]), fields[key])
@@ -294,14 +296,22 @@ def load(path: Path, *, env: Mapping[str, str] | None = None, euid: int | None =
     """Read and check the crontab at ``path``; ``env`` defaults to the process environment,
     ``euid`` (whom the jobs run as by default) to the process's."""
     euid = os.geteuid() if euid is None else euid
-    if (why := permissions.refusal(path, euid=euid)) is not None:
-        raise ConfigError([ConfigIssue(str(path), 1, 1, "", f"refusing to load as root: {why}")])
     try:
-        data = path.read_bytes()
-    except OSError as error:
-        why = "it is a directory; expected a YAML file" if path.is_dir() else error.strerror
-        raise ConfigError([ConfigIssue(str(path), 1, 1, "", f"cannot read: {why}")]) from None
+        # One open: the trust checks (as root) are made on the descriptor the bytes come from.
+        data = permissions.read(path, euid=euid, cap=permissions.CRONTAB)
+    except permissions.Refused as refused:
+        why = f"refusing to load as root: {refused}"
+        raise ConfigError([ConfigIssue(str(path), 1, 1, "", why)]) from None
+    except (OSError, permissions.TooLarge) as error:
+        why = f"cannot read: {_unread(error)}"
+        raise ConfigError([ConfigIssue(str(path), 1, 1, "", why)]) from None
     return loads(data, path=path, env=os.environ if env is None else env, euid=euid)
+
+
+def _unread(error: OSError | permissions.TooLarge) -> str:
+    if isinstance(error, IsADirectoryError):
+        return "it is a directory; expected a YAML file"
+    return str(error) if isinstance(error, permissions.TooLarge) else str(error.strerror)
 
 
 def loads(

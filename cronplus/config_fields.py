@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo, available_timezones
 from pydantic import Field, PlainValidator, Strict, ValidationInfo, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from cronplus import accounts, alertconfig, limits, secrets
+from cronplus import accounts, alertconfig, limits, permissions, secrets
 from cronplus.yamlsource import describe
 
 # --- durations, zones and words -------------------------------------------------------------
@@ -37,6 +37,11 @@ _SECONDS = {"bare": 1.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0
 _DURATION_HINT = "a duration such as 90s, 5m, 1h30m, 2d, 500ms or a number of seconds"
 
 
+MAX_DURATION = timedelta(days=3650)
+"""The longest duration: past it, instants computed from it leave datetime's range, and a
+run would fail where validate said yes (``jitter: 100000000d``)."""
+
+
 def parse_duration(text: str | int | float) -> timedelta:
     """``90s``, ``5m``, ``1h30m``, ``2d``, ``500ms``, ``0.5s``, or a number of seconds."""
     seconds = math.nan
@@ -46,10 +51,9 @@ def parse_duration(text: str | int | float) -> timedelta:
         seconds = sum(float(n) * _SECONDS[unit] for unit, n in match.groupdict().items() if n)
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"expected {_DURATION_HINT}, got {describe(text)}")
-    try:
-        return timedelta(seconds=seconds)
-    except OverflowError:
-        raise ValueError(f"duration {describe(text)} is too long") from None
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"duration {describe(text)} is too long; at most 3650d (ten years)")
+    return timedelta(seconds=seconds)
 
 
 _ZONE = "an IANA zone name such as Europe/Berlin"
@@ -98,12 +102,20 @@ def _limit(value: Any) -> timedelta | None:
         return None
     try:
         limit = parse_duration(value)
-    except ValueError:
+    except ValueError as error:
         got = f"expected {_DURATION_HINT}, or none, got {describe(value)}"
-        raise PydanticCustomError("duration", got) from None
+        raise PydanticCustomError(
+            "duration", got if "too long" not in str(error) else str(error)
+        ) from None
     if limit <= timedelta(0):
         raise PydanticCustomError("duration", "expected a positive duration, or none for no limit")
     return limit
+
+
+MAX_ARGUMENT = 128 * 1024 - 1
+"""Bytes in one argument: Linux refuses a longer one at exec (MAX_ARG_STRLEN, with its NUL)."""
+MAX_ARGUMENTS = 1024 * 1024
+"""Bytes in a whole argv: under the kernel's ARG_MAX, which the environment shares."""
 
 
 def _command(value: object) -> tuple[str, ...] | str:
@@ -112,8 +124,29 @@ def _command(value: object) -> tuple[str, ...] | str:
             if not isinstance(arg, str):
                 got = f"expected a string, got {describe(arg)}"
                 raise PydanticCustomError("argv", got, {"index": index})
+            if why := _refused_argument(arg, "this argument"):
+                raise PydanticCustomError("argv", why, {"index": index})
+        if sum(len(arg.encode("utf-8", "surrogateescape")) + 1 for arg in value) > MAX_ARGUMENTS:
+            why = _too_long("the arguments together are", MAX_ARGUMENTS)
+            raise PydanticCustomError("command", why)
         return tuple(value)
-    return _nonempty(value, "a non-empty list of strings (argv) or string (run by the shell)")
+    text = _nonempty(value, "a non-empty list of strings (argv) or string (run by the shell)")
+    if why := _refused_argument(text, "the command"):
+        raise PydanticCustomError("command", why)
+    return text
+
+
+def _refused_argument(text: str, what: str) -> str | None:
+    """What the kernel would refuse at exec, refused at load instead (no run ever fails)."""
+    if "\x00" in text:
+        return f"{what} holds a NUL character, which exec cannot pass"
+    if len(text.encode("utf-8", "surrogateescape")) > MAX_ARGUMENT:
+        return _too_long(f"{what} is", MAX_ARGUMENT)
+    return None
+
+
+def _too_long(what: str, limit: int) -> str:
+    return f"{what} longer than the {limit // 1024} KiB the kernel passes to a program"
 
 
 def _path(value: object, info: ValidationInfo) -> Path:
@@ -130,7 +163,15 @@ def _path(value: object, info: ValidationInfo) -> Path:
 
 
 def _env_value(value: object, info: ValidationInfo) -> str:
-    """A string, or a secret from ``{from_env: NAME}`` or ``{from_file: PATH}``."""
+    """A string, or a secret from ``{from_env: NAME}`` or ``{from_file: PATH}``; one the
+    kernel would pass to a program (no NUL, at most 128 KiB)."""
+    text = _env_text(value, info)
+    if why := _refused_argument(text, "the value"):
+        raise PydanticCustomError("env", why)
+    return text
+
+
+def _env_text(value: object, info: ValidationInfo) -> str:
     if isinstance(value, str):
         return value
     if not isinstance(value, dict):
@@ -151,7 +192,17 @@ def _env_file(value: object, info: ValidationInfo) -> secrets.EnvFile:
 
 def _dsn(value: object, info: ValidationInfo) -> str:
     """A connection string, or where to find one (``from_env``, ``from_file``) so that the
-    password need not sit in the crontab. Messages never echo a DSN: it may hold one."""
+    password need not sit in the crontab. Messages never echo a DSN: it may hold one; nor
+    does anything later, as a password that a URI would misread is refused here."""
+    dsn = _dsn_text(value, info)
+    from cronplus.pg import password_problem  # psycopg-free: a string check
+
+    if (why := password_problem(dsn)) is not None:
+        raise PydanticCustomError("dsn", why)
+    return dsn
+
+
+def _dsn_text(value: object, info: ValidationInfo) -> str:
     env, folder = cast("tuple[Mapping[str, str], Path]", info.context)
     if isinstance(value, str) and value.strip():
         return value.strip()
@@ -177,11 +228,10 @@ def _dsn_from_env(env: Mapping[str, str], name: str) -> str:
 
 def _dsn_from_file(folder: Path, name: str) -> str:
     path = Path(folder, name)
-    try:
-        text = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as error:
-        why = error.strerror if isinstance(error, OSError) else "it is not UTF-8 text"
-        raise PydanticCustomError("dsn", f"cannot read {path}: {why}") from None
+    try:  # checked like a from_file secret: the DSN's password gives the cluster database
+        text = secrets.read_trusted_text(path, "a connection string", permissions.SECRET).strip()
+    except ValueError as error:
+        raise PydanticCustomError("dsn", str(error)) from None
     if not text:
         raise PydanticCustomError("dsn", f"{path} is empty; expected a connection string")
     return text

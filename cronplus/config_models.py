@@ -99,9 +99,11 @@ class SettingsFile(TypedDict, total=False):
     """Daemon-wide settings; every key is optional."""
 
     state: Annotated[FilePath, _doc("SQLite ledger and history; default: XDG state folder")]
-    max_concurrent: Annotated[int, Field(ge=1), _doc("Cap on running jobs; the rest wait", 16)]
+    max_concurrent: Annotated[
+        int, Field(ge=1, le=100_000), _doc("Cap on running jobs; the rest wait", 16)
+    ]
     log_format: Annotated[LogFormat, Choice, _doc("How the daemon logs to stderr", "text")]
-    history_keep: Annotated[int, Field(ge=1), _doc("Run records kept per job", 1000)]
+    history_keep: Annotated[int, Field(ge=1, le=1_000_000), _doc("Run records kept per job", 1000)]
     shutdown_grace: Annotated[Duration, _doc("On stop: SIGTERM to jobs, SIGKILL after", "30s")]
     cluster: Annotated[ClusterFile, _doc("Run as one node of a cluster (docs/cluster.md)")]
     metrics: Annotated[Listen, _doc("HOST:PORT for /metrics and /healthz; off if absent")]
@@ -130,14 +132,20 @@ class JobFields(TypedDict, total=False):
     workdir: Annotated[FilePath, _doc("Working folder; relative to the crontab's folder", ".")]
     env: Annotated[
         dict[EnvName, EnvValue] | None,
-        _doc("Added to the daemon's environment; {from_env: VAR} / {from_file: PATH}", {}),
+        _doc("The job's variables; {from_env: VAR} / {from_file: PATH} are secrets", {}),
     ]
     env_file: Annotated[EnvFile, _doc("NAME=VALUE lines, read at load; all of them secret")]
+    inherit_env: Annotated[
+        list[EnvName],
+        _doc("The daemon's variables the job gets too, beside cron's small environment", []),
+    ]
     timeout: Annotated[Limit, _doc("Per attempt; none for no limit", "none")]
     kill_grace: Annotated[Duration, _doc("On timeout: SIGTERM, then SIGKILL after", "10s")]
-    retries: Annotated[int, Field(ge=0), _doc("Extra attempts after a failed one", 0)]
+    retries: Annotated[int, Field(ge=0, le=1000), _doc("Extra attempts after a failed one", 0)]
     retry_delay: Annotated[Duration, _doc("Before the first retry", "30s")]
-    retry_backoff: Annotated[float, Field(ge=1, allow_inf_nan=False), _doc("Per retry", 2.0)]
+    retry_backoff: Annotated[
+        float, Field(ge=1, le=100, allow_inf_nan=False), _doc("Per retry", 2.0)
+    ]
     retry_max_delay: Annotated[Duration, _doc("Cap on the delay between retries", "10m")]
     success_codes: Annotated[list[ExitCode], Field(min_length=1), _doc("Exit codes", [0])]
     overlap: Annotated[Overlap, Choice, _doc("A slot comes while a run lives", "forbid")]

@@ -88,6 +88,14 @@ def wrapper_failure(status: bytes, command: Command) -> str | None:
     if stage == "exec":
         error = OSError(number, os.strerror(number), program)
         return spawn_failure_reason(error, program, workdir)
+    if stage == "cwd":  # entered as the job's user, after the switch
+        error = OSError(number, os.strerror(number), workdir)
+        return spawn_failure_reason(error, program, workdir)
+    if stage == "lookup" and command.account is not None and number == errno.ENOENT:
+        gone = f"user {command.account.name!r}"
+        if command.group is not None:
+            gone += f" or group {command.group!r}"
+        return f"cannot start {program}: {gone} is no longer in the user database"
     return f"cannot start {program}: {stage} failed: {os.strerror(number)}"
 
 

@@ -1,4 +1,4 @@
-"""The exec wrapper of a job with limits: set them, switch the user, exec the job.
+"""The exec wrapper of a job with limits or a user: set them, switch, enter, exec the job.
 
 Python 3.11's ``Popen`` sets no resource limits except through ``preexec_fn``, which runs
 Python code between fork and exec (unsafe in a daemon with threads: a lock another thread
@@ -6,12 +6,22 @@ held at the fork stays held in the child) and turns off the vfork fast path. So 
 with limits the runner starts this file instead, ``python -I -S limit_exec.py OPTIONS --
 ARGV``: a fresh interpreter with no threads sets each limit, then the user, then execs ARGV
 in its own place (same pid, process group and pipes). Standard library only, run by path
-with ``-I -S``, so it starts in about 10 ms; jobs without limits never pay that.
+with ``-I -S``, so it starts in about 10 ms; jobs with neither limits nor a user never
+pay that.
 
-Options, numbers only (the environment never travels in argv, where ``ps`` shows it):
+A job with ``user:`` always starts here, so that, as root before the switch, the user is
+looked up at this run (a changed uid, gid or group list counts now, not at the next
+reload; a slow user database stalls this child, never the daemon's loop), and the job's
+folder is entered after the switch (a job never holds a folder its user could not
+enter). Every module is imported before the switch: the user may not be able to read the
+interpreter's files.
+
+Options (the environment never travels in argv, where ``ps`` shows it):
 
     --rlimit=NAME:SOFT:HARD   setrlimit(RLIMIT_NAME); never above the hard limit we got
-    --user=UID:GID:G1,G2,...  setgroups, setgid, setuid, in that order (needs root)
+    --user=NAME               look NAME up; setgroups (its own groups), setgid, setuid
+    --group=NAME              with --user: this primary group instead of the user's own
+    --cwd=PATH                enter PATH after the switch
     --lc-ctype=VALUE | --no-lc-ctype
                               LC_CTYPE as the job's environment had it
     --status-fd=N             a failure is written there as "STAGE ERRNO" before exit 127;
@@ -21,9 +31,12 @@ Options, numbers only (the environment never travels in argv, where ``ps`` shows
 from __future__ import annotations
 
 import errno
+import grp
 import os
+import pwd
 import resource
 import sys
+import warnings  # noqa: F401  os.execvp's PATH search imports it: now, while root can read it
 
 # Each import is paid at every start of a job with limits: typing's costs 3 ms, and
 # signal.py's 5 ms (it builds enums), so the C module underneath it does the work.
@@ -44,7 +57,9 @@ class Plan:
 
     def __init__(self) -> None:
         self.rlimits: list[tuple[str, int, int]] = []
-        self.user: tuple[int, int, list[int]] | None = None
+        self.user: str | None = None
+        self.group: str | None = None
+        self.cwd: str | None = None
         self.restore: dict[str, str | None] = {}
         """Variables to put back as the job had them (None: unset)."""
         self.status_fd: int | None = None
@@ -72,9 +87,12 @@ def _option(plan: Plan, name: str, value: str) -> None:
         if not hasattr(resource, f"RLIMIT_{which}"):
             raise ValueError(which)
         plan.rlimits.append((which, int(soft), int(hard)))
-    elif name == "--user":
-        uid, gid, groups = value.split(":")
-        plan.user = (int(uid), int(gid), [int(g) for g in groups.split(",") if g])
+    elif name == "--user" and value:
+        plan.user = value
+    elif name == "--group" and value:
+        plan.group = value
+    elif name == "--cwd" and value:
+        plan.cwd = value
     elif name == "--lc-ctype":
         plan.restore["LC_CTYPE"] = value
     elif name == "--no-lc-ctype" and not value:
@@ -95,9 +113,14 @@ def run(plan: Plan, argv: list[str]) -> NoReturn:
             signal.signal(ignored, signal.SIG_DFL)
         for which, soft, hard in plan.rlimits:
             _lower(getattr(resource, f"RLIMIT_{which}"), soft, hard)
-        stage = "user"
         if plan.user is not None:
-            _switch(*plan.user)
+            stage = "lookup"
+            identity = _lookup(plan.user, plan.group)
+            stage = "user"
+            _switch(*identity)
+        if plan.cwd is not None:
+            stage = "cwd"
+            os.chdir(plan.cwd)
         _restore(plan.restore)
         stage = "exec"
         if plan.status_fd is not None:
@@ -115,6 +138,16 @@ def _lower(which: int, soft: int, hard: int) -> None:
     if current != resource.RLIM_INFINITY:
         hard = min(hard, current)
     resource.setrlimit(which, (min(soft, hard), hard))
+
+
+def _lookup(user: str, group: str | None) -> tuple[int, int, list[int]]:
+    """(uid, gid, groups) of ``user`` now; ENOENT when it or ``group`` is gone."""
+    try:
+        entry = pwd.getpwnam(user)
+        gid = grp.getgrnam(group).gr_gid if group is not None else entry.pw_gid
+    except KeyError:
+        raise OSError(errno.ENOENT, os.strerror(errno.ENOENT)) from None
+    return entry.pw_uid, gid, os.getgrouplist(user, entry.pw_gid)
 
 
 def _switch(uid: int, gid: int, groups: list[int]) -> None:

@@ -225,9 +225,9 @@ def rlimits(limits: Limits) -> list[tuple[str, int, int]]:
 
 
 def needs_wrapper(limits: Limits, account: Account | None) -> bool:
-    """Whether the job starts through ``limit_exec.py``: for rlimits, and for a user in a
-    scope (``systemd-run`` must make the scope as root, before the switch)."""
-    return bool(rlimits(limits)) or (limits.cgroup and account is not None)
+    """Whether the job starts through ``limit_exec.py``: for rlimits, and for any user
+    (looked up at each run, and its folder entered after the switch: limit_exec.py)."""
+    return account is not None or bool(rlimits(limits))
 
 
 def launch(
@@ -238,21 +238,26 @@ def launch(
     env: Mapping[str, str],
     euid: int,
     status_fd: int | None,
-) -> tuple[list[str], dict[str, Any]]:
-    """What ``Popen`` runs, and its identity keywords. ``status_fd`` is the wrapper's status
-    pipe when ``needs_wrapper``, else None."""
+    group: str | None = None,
+    workdir: str | None = None,
+) -> list[str]:
+    """What ``Popen`` runs. ``status_fd`` is the wrapper's status pipe when
+    ``needs_wrapper``, else None; ``group`` is the job's ``group:`` and ``workdir`` its
+    folder, both for the wrapper of a job with a user (which enters the folder itself)."""
     scope = (
         scope_argv(limits, euid=euid, env=env, bound_to=_own_unit(euid)) if limits.cgroup else []
     )
     if status_fd is None:
-        return [*scope, *argv], accounts.popen_identity(account)
+        return [*scope, *argv]
     wrapper = [sys.executable, "-I", "-S", WRAPPER, f"--status-fd={status_fd}"]
     wrapper += [f"--rlimit={which}:{soft}:{hard}" for which, soft, hard in rlimits(limits)]
     if account is not None:
-        wrapper.append(f"--user={accounts.wrapper_identity(account)}")
+        wrapper.append(f"--user={account.name}")
+        wrapper += [f"--group={group}"] if group is not None else []
+        wrapper += [f"--cwd={workdir}"] if workdir is not None else []
     lc_ctype = env.get("LC_CTYPE")
     wrapper.append("--no-lc-ctype" if lc_ctype is None else f"--lc-ctype={lc_ctype}")
-    return [*scope, *wrapper, "--", *argv], {}
+    return [*scope, *wrapper, "--", *argv]
 
 
 def scope_argv(

@@ -127,6 +127,8 @@ class Account:
     groups: tuple[int, ...]
     """Supplementary groups: the user's own (``os.getgrouplist``), never the daemon's."""
     home: str
+    shell: str = "/bin/sh"
+    """The login shell from the user database (a job's ``SHELL``)."""
 
 
 # --- alerts, pings and metrics (docs/observability.md) -------------------------------
@@ -237,6 +239,8 @@ class Job:
     """Values that are secrets are ``secrets.Secret`` strings (``***`` in a repr)."""
     env_file: Path | None = None
     """Where some of ``env`` was read from when the crontab was loaded (all of it secret)."""
+    inherit_env: tuple[str, ...] = ()
+    """Names of the daemon's variables the job gets too, beside cron's small environment."""
     timeout: timedelta | None = None
     kill_grace: timedelta = timedelta(seconds=10)
     retry: RetryPolicy = RetryPolicy()

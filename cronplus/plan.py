@@ -7,6 +7,7 @@ see the same answers.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -32,8 +33,13 @@ def retry_delay(policy: RetryPolicy, failed_attempts: int) -> timedelta:
     """The wait after the ``failed_attempts``-th failure: ``delay * backoff**(n-1)``, capped."""
     if failed_attempts < 1:
         raise ValueError("retry_delay counts failed attempts from 1")
-    seconds = policy.delay.total_seconds() * policy.backoff ** (failed_attempts - 1)
-    return min(timedelta(seconds=seconds), policy.max_delay)
+    delay, cap = policy.delay.total_seconds(), policy.max_delay.total_seconds()
+    if delay <= 0 or cap <= delay:  # backoff >= 1: the first delay already decides
+        return min(policy.delay, policy.max_delay)
+    # In logarithms: backoff**(n-1) of a thousandth retry is past any float.
+    if (failed_attempts - 1) * math.log(policy.backoff) >= math.log(cap / delay):
+        return policy.max_delay
+    return timedelta(seconds=delay * policy.backoff ** (failed_attempts - 1))
 
 
 def retry_delays(policy: RetryPolicy) -> list[timedelta]:

@@ -52,6 +52,7 @@ from cronplus.exits import (
 )
 from cronplus.model import Outcome
 from cronplus.parking import BATCH, LOST, Parking
+from cronplus.secrets import NO_SECRETS, Redactor
 
 __all__ = [
     "CONTROL_PREFIXES",
@@ -149,13 +150,15 @@ def _spawn(command: Command, workdir: str) -> tuple[subprocess.Popen[bytes], tup
             os.close(fd)
         raise
     reads, writes = [read for read, _ in pipes], [write for _, write in pipes]
-    argv, identity = limits.launch(
+    argv = limits.launch(
         command.argv,
         limits=command.limits,
         account=command.account,
         env=command.env,
         euid=os.geteuid(),
         status_fd=writes[2] if wrapped else None,
+        group=command.group,
+        workdir=workdir,
     )
     try:
         popen = subprocess.Popen(
@@ -163,14 +166,14 @@ def _spawn(command: Command, workdir: str) -> tuple[subprocess.Popen[bytes], tup
             stdin=subprocess.DEVNULL,
             stdout=writes[0],
             stderr=writes[1],
-            cwd=workdir,
+            # A job with a user enters its folder after the switch, in the wrapper.
+            cwd=workdir if command.account is None else None,
             env=command.env,
             start_new_session=True,
             # Keeps the daemon's own descriptors (the state lock, the notify socket) out of
             # jobs, even one a library opened without O_CLOEXEC.
             close_fds=True,
             pass_fds=writes[2:],
-            **identity,
         )
     except BaseException:
         for fd in reads:
@@ -194,6 +197,7 @@ class RunningProcess:
         on_done: Callable[[RunningProcess], None],
     ) -> None:
         self.command = command
+        self._hide = NO_SECRETS
         self.pid: int | None = None
         self._loop = loop
         self._on_done = on_done
@@ -209,6 +213,7 @@ class RunningProcess:
         self._stop = Stop.NONE
         self._group_killed = False
         self._lost = False  # a read end not taken back from parking
+        self._cut_short = False  # cronplus ended the output: it stopped reading, or the job
         self._kill_at: float | None = None  # set once the group is being stopped
         self._timers: dict[str, asyncio.TimerHandle] = {}
 
@@ -219,6 +224,11 @@ class RunningProcess:
     async def wait(self) -> ProcessResult:
         # Shielded: a waiter that is cancelled must not cancel the result for the others.
         return await asyncio.shield(self._future)
+
+    def mask_secrets(self, hide: Redactor) -> None:
+        """Mask ``hide``'s secrets in the output of the result. The result is made on a
+        later loop turn, so calling this right after ``Runner.start`` is in time."""
+        self._hide = hide
 
     def terminate(self, grace: float) -> None:
         """SIGTERM the group, SIGKILL it after ``grace`` seconds; calling again may only
@@ -299,6 +309,7 @@ class RunningProcess:
         self._settle()
 
     def _stop_reading(self) -> None:
+        self._cut_short = self._cut_short or bool(self._open)
         for fd in list(self._open):
             self._close_pipe(fd)
         self._settle()
@@ -327,6 +338,7 @@ class RunningProcess:
 
     def _signal_group(self, number: int) -> None:
         assert self.pid is not None
+        self._cut_short = True
         # Gone already is fine; EPERM is what macOS answers for a group of zombies.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, number)
@@ -365,8 +377,10 @@ class RunningProcess:
             signal=-code if code < 0 else None,
             duration_s=self._exited_at - self._started,
             pid=self.pid,
-            stdout=self._stdout.value(),
-            stderr=self._stderr.value(),
+            # Masked before the tail is cut from it (docs/running.md, "Secrets in what
+            # cronplus shows"): after this, every cut goes through `***`, never a secret.
+            stdout=self._stdout.value(self._hide, cut_end=self._cut_short),
+            stderr=self._stderr.value(self._hide, cut_end=self._cut_short),
             reason=reason,
         )
         if self._lost:

@@ -174,3 +174,43 @@ def test_without_the_cluster_extra_a_cluster_crontab_fails_validate_naming_it(
         " not installed; install the extra: pip install 'cronplus[cluster]'"
         " (or pipx install 'cronplus[cluster]')"
     ]
+
+
+@pytest.mark.parametrize(
+    ("dsn", "refused"),
+    [
+        ("postgresql://cron:pa/ss-9f@db.internal/cron", True),
+        ("postgresql://cron:p@ss-9f@db.internal:5432/cron", True),
+        ("postgres://cron:pa?ss-9f@db.internal/cron", False),  # libpq reads these right
+        ("postgresql://cron:pa#ss-9f@[::1]:5432/cron", False),
+        ("postgresql://cron:pa%2Fss-9f@db.internal/cron", False),
+        ("postgresql://cron:pa:ss-9f@[::1]:5432/cron", False),
+        ("postgresql://cron@db.internal/cron", False),
+        ("host=db.internal user=cron password=pa/ss-9f", False),
+    ],
+    ids=["slash", "at", "question-mark", "hash", "encoded", "colon", "no-password", "key-value"],
+)
+def test_a_uri_password_libpq_would_misread_is_refused_without_showing_it(
+    tmp_path: Path, dsn: str, refused: bool
+) -> None:
+    env = {**ENV, "CRONPLUS_DSN": dsn}
+    text = crontab(CLUSTER.format(dsn="{from_env: CRONPLUS_DSN}"))
+
+    if not refused:
+        cluster = loads(text, path=tmp_path / "crontab.yaml", env=env).settings.cluster
+        assert cluster is not None and cluster.dsn == dsn
+        return
+    with pytest.raises(ConfigError) as caught:
+        loads(text, path=tmp_path / "crontab.yaml", env=env)
+    (issue,) = caught.value.issues
+    assert issue.path == "settings.cluster.dsn"
+    assert "percent-encode it" in issue.message
+    assert "ss-9f" not in str(caught.value)
+
+
+def test_cluster_status_and_errors_never_show_a_misread_password() -> None:
+    from cronplus.pg.schema import describe_dsn
+
+    shown = describe_dsn("postgresql://cron:pa/ss-9f@db.internal/cron")
+
+    assert shown == "postgresql (a settings.cluster.dsn whose password is not percent-encoded)"

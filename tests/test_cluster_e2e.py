@@ -53,6 +53,8 @@ def crontab(
         f"    node: {node}",
         f"    lease: {lease}",
         f"    tags: {tags}",
+        "defaults:",
+        "  inherit_env: [NODE]  # a start names the node it ran on",
         "jobs:",
     ]
     for n in range(jobs):

@@ -8,7 +8,9 @@ exactly them, and its environment and signals as they would be without the wrapp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import pwd
 import re
 import resource
 import signal
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from attacker import throwaway
 from test_runner import (
     live_members,
     peak_rss_growth,
@@ -37,8 +40,8 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="limits are enfo
 __all__ = ["subreaper"]  # a fixture, used by name
 
 MIB = 1024 * 1024
-SPARE_UID = 64_999
-"""A uid no other process (nor any other test) runs as: RLIMIT_NPROC counts per user."""
+SPARE = "cronplus-spare"
+"""A user no other process (nor any other test) runs as: RLIMIT_NPROC counts per user."""
 
 
 def command(argv: tuple[str, ...], **overrides: Any) -> Command:
@@ -169,7 +172,20 @@ NOBODY = Account(name="nobody", uid=65534, gid=65534, groups=(65534,), home="/no
     ("limit", "account", "euid", "expected"),
     [
         (Limits(), None, 0, ["job"]),
-        (Limits(), NOBODY, 0, ["job"]),
+        (
+            Limits(),
+            NOBODY,
+            0,
+            [
+                "WRAP",
+                "--user=nobody",
+                "--group=nogroup",
+                "--cwd=/srv",
+                "--no-lc-ctype",
+                "--",
+                "job",
+            ],
+        ),
         (
             Limits(open_files=8),
             NOBODY,
@@ -177,7 +193,9 @@ NOBODY = Account(name="nobody", uid=65534, gid=65534, groups=(65534,), home="/no
             [
                 "WRAP",
                 "--rlimit=NOFILE:8:8",
-                "--user=65534:65534:65534",
+                "--user=nobody",
+                "--group=nogroup",
+                "--cwd=/srv",
                 "--no-lc-ctype",
                 "--",
                 "job",
@@ -212,35 +230,42 @@ NOBODY = Account(name="nobody", uid=65534, gid=65534, groups=(65534,), home="/no
                 "--description=cronplus job j",
                 "--",
                 "WRAP",
-                "--user=65534:65534:65534",
+                "--user=nobody",
+                "--group=nogroup",
+                "--cwd=/srv",
                 "--no-lc-ctype",
                 "--",
                 "job",
             ],
         ),
     ],
-    ids=["plain", "user-by-popen", "wrapper-sets-limits-then-user", "scope", "user-in-a-scope"],
+    ids=[
+        "plain",
+        "a-user-always-by-the-wrapper",
+        "wrapper-sets-limits-then-user",
+        "scope",
+        "user-in-a-scope",
+    ],
 )
 def test_launch_puts_the_scope_then_the_wrapper_before_the_job(
     limit: Limits, account: Account | None, euid: int, expected: list[str]
 ) -> None:
     wrapped = limits.needs_wrapper(limit, account)
-    argv, identity = limits.launch(
+    argv = limits.launch(
         ("job",),
         limits=limit,
         account=account,
         env={"CRONPLUS_JOB": "j"},
         euid=euid,
         status_fd=7 if wrapped else None,
+        group="nogroup" if account is not None else None,
+        workdir="/srv",
     )
     wrapper = [sys.executable, "-I", "-S", limits.WRAPPER, "--status-fd=7"]
     at = next((i for i in range(len(argv)) if argv[i : i + len(wrapper)] == wrapper), None)
     shown = argv if at is None else [*argv[:at], "WRAP", *argv[at + len(wrapper) :]]
     assert shown == expected
-    popen_switches = account is not None and not wrapped
-    assert identity == (
-        {"user": 65534, "group": 65534, "extra_groups": [65534]} if popen_switches else {}
-    )
+    assert wrapped == (account is not None or bool(limit.open_files))
 
 
 def test_a_scope_is_bound_to_the_daemons_own_service() -> None:
@@ -316,11 +341,16 @@ def test_the_verdict_names_the_limit_only_on_its_evidence(
 
 def test_the_wrapper_reads_its_options_and_the_argv_after_the_double_dash() -> None:
     plan, argv = limit_exec.parse(
-        ["--rlimit=DATA:1:2", "--user=5:6:7,8", "--lc-ctype=C", "--status-fd=9", "--", "a", "--"]
+        [
+            *("--rlimit=DATA:1:2", "--user=op", "--group=staff", "--cwd=/srv/a b"),
+            *("--lc-ctype=C", "--status-fd=9", "--", "a", "--"),
+        ]
     )
-    assert (plan.rlimits, plan.user, plan.restore, plan.status_fd) == (
+    assert (plan.rlimits, plan.user, plan.group, plan.cwd, plan.restore, plan.status_fd) == (
         [("DATA", 1, 2)],
-        (5, 6, [7, 8]),
+        "op",
+        "staff",
+        "/srv/a b",
         {"LC_CTYPE": "C"},
         9,
     )
@@ -331,7 +361,7 @@ def test_the_wrapper_reads_its_options_and_the_argv_after_the_double_dash() -> N
     ("args", "message"),
     [
         (["--rlimit=BOGUS:1:1", "--", "a"], "bad option '--rlimit=BOGUS:1:1'"),
-        (["--user=x", "--", "a"], "bad option '--user=x'"),
+        (["--user=", "--", "a"], "bad option '--user='"),
         (["--frobnicate", "--", "a"], "bad option '--frobnicate'"),
         (["--status-fd=3", "--"], "nothing to run after --"),
         (["--status-fd=3"], "expected OPTIONS -- ARGV"),
@@ -393,10 +423,11 @@ def test_a_cpu_spinner_is_killed_for_cpu_time_after_a_second_of_cpu() -> None:
 @pytest.mark.usefixtures("subreaper")
 def test_a_fork_bomb_is_stopped_by_processes_and_nothing_of_it_is_left() -> None:
     # Each loop turn forks a sleeper and prints how many it has; dash exits at the first
-    # fork the kernel refuses. Run as a uid of its own, so the count is the bomb's alone.
+    # fork the kernel refuses. Run as a user of its own, so the count is the bomb's alone.
     bomb = "i=0; while [ $i -lt 200 ]; do sleep 30 & i=$((i+1)); echo $i; done"
-    spare = Account(name="spare", uid=SPARE_UID, gid=SPARE_UID, groups=(SPARE_UID,), home="/")
-    assert not _processes_of(SPARE_UID), "the spare uid must be unused"
+    user = throwaway(SPARE)
+    spare = Account(name=user.name, uid=user.uid, gid=user.gid, groups=(user.gid,), home="/")
+    assert not _processes_of(user.uid), "the spare user must have no processes"
 
     result = execute(command(("/bin/sh", "-c", bomb), limits=Limits(processes=8), account=spare))
 
@@ -405,7 +436,7 @@ def test_a_fork_bomb_is_stopped_by_processes_and_nothing_of_it_is_left() -> None
     assert result.reason.startswith("processes: could not start more than its 8")
     assert 0 < started < 8  # the shell itself is one of the eight
     assert result.pid is not None
-    _wait_for(lambda: not live_members(result.pid or 0) and not _processes_of(SPARE_UID))
+    _wait_for(lambda: not live_members(result.pid or 0) and not _processes_of(user.uid))
 
 
 def test_a_descriptor_hog_is_killed_for_open_files() -> None:
@@ -511,8 +542,9 @@ def _wait_for(done: Any, timeout: float = 5.0) -> None:
 @pytest.fixture(autouse=True)
 def _no_stray_spare_processes() -> Iterator[None]:
     yield
-    for pid in _processes_of(SPARE_UID):
-        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(KeyError):
+        for pid in _processes_of(pwd.getpwnam(SPARE).pw_uid):
+            os.kill(pid, signal.SIGKILL)
 
 
 # --- the layout rule ------------------------------------------------------------------------

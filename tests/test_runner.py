@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
+import pwd
 import re
 import resource
 import signal
@@ -234,20 +235,38 @@ CONTROL = {
 }
 
 
-def test_job_environment_strips_control_variables_and_adds_cronplus_ones() -> None:
-    base = {"PATH": "/usr/bin", "HOME": "/root", "NOTIFY_SOCKETS": "kept", **CONTROL}
+def test_job_environment_is_built_not_inherited_and_adds_cronplus_ones() -> None:
+    base = {
+        "PATH": "/usr/bin",
+        "HOME": "/home/someone",
+        "LANG": "de_DE.UTF-8",
+        "LC_TIME": "C",
+        "TZ": "Europe/Berlin",
+        "NOTIFY_SOCKETS": "not cron's",
+        "AWS_SECRET_ACCESS_KEY": "not the job's",
+        "SSH_AUTH_SOCK": "/tmp/agent",
+        **CONTROL,
+    }
     job = Job(
         name="backup",
         schedule="0 3 * * *",
         timezone=ZoneInfo("UTC"),
         command="true",
         env={"HOME": "/srv/backup", "CRONPLUS_JOB": "an impostor"},
+        inherit_env=("SSH_AUTH_SOCK", "NOTIFY_SOCKET", "NOT_SET"),
     )
     env = job_environment(base, job, SLOT, 2)
+    me = pwd.getpwuid(os.geteuid())
     assert env == {
         "PATH": "/usr/bin",
-        "HOME": "/srv/backup",
-        "NOTIFY_SOCKETS": "kept",
+        "LANG": "de_DE.UTF-8",
+        "LC_TIME": "C",
+        "TZ": "Europe/Berlin",
+        "HOME": "/srv/backup",  # the job's own env wins over the user database's
+        "USER": me.pw_name,
+        "LOGNAME": me.pw_name,
+        "SHELL": me.pw_shell,
+        "SSH_AUTH_SOCK": "/tmp/agent",  # named in inherit_env; a control variable never is
         "CRONPLUS_JOB": "backup",
         "CRONPLUS_SCHEDULED_AT": "2026-03-08T07:00:00Z",
         "CRONPLUS_ATTEMPT": "2",

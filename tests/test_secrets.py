@@ -43,6 +43,7 @@ jobs:
   leak:
     schedule: "@daily"
     env_file: vars.env
+    inherit_env: [GITHUB_TOKEN]
     env:
       API_TOKEN: plant-inline-93bd
       DB_PASSWORD: {from_file: db.pass}

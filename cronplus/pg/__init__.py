@@ -7,6 +7,7 @@ every installation: ``driver_missing()`` lets ``validate`` say so before anythin
 from __future__ import annotations
 
 import importlib.util
+import re
 
 EXTRA = "cronplus[cluster]"
 """What to install for cluster mode."""
@@ -19,4 +20,26 @@ def driver_missing() -> str | None:
     return (
         "cluster mode needs PostgreSQL's driver psycopg, which is not installed;"
         f" install the extra: pip install '{EXTRA}' (or pipx install '{EXTRA}')"
+    )
+
+
+_URI = re.compile(r"postgres(?:ql)?://(?P<userinfo>[^@]*:[^@]*(?:@[^@]*)*?)@[^@]*$", re.DOTALL)
+_UNENCODED = "/@"
+
+
+def password_problem(dsn: str) -> str | None:
+    """Why ``dsn``'s password would be misread, or None. In a URI libpq ends the password
+    at an unencoded ``/`` (and at the first of two ``@``), and reads the rest as a host, a
+    port or a database name, which messages and ``cluster status`` then show. The message
+    never holds the password, nor its length."""
+    found = _URI.match(dsn.strip())
+    if found is None:
+        return None
+    password = found["userinfo"].partition(":")[2]
+    if not any(char in password for char in _UNENCODED):
+        return None
+    return (
+        "the password in this postgresql:// connection string holds an unencoded / or @,"
+        " which libpq would read as the start of a host or a database; percent-encode it"
+        " (/ is %2F, @ is %40), or give the password as key=value: password=..."
     )

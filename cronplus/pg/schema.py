@@ -22,6 +22,7 @@ from psycopg import conninfo
 
 from cronplus.cluster import NodeRow
 from cronplus.model import Outcome, RunResult, StateError
+from cronplus.pg import password_problem
 from cronplus.state import Migration, history_values, to_micros
 
 CONNECT_TIMEOUT_S = 5
@@ -80,7 +81,10 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def describe_dsn(dsn: str) -> str:
-    """``postgresql host=H port=P dbname=D user=U``: where, never the password."""
+    """``postgresql host=H port=P dbname=D user=U``: where, never the password (nor a part
+    of one that a URI would misread as a host or a database: validate refuses those)."""
+    if password_problem(dsn) is not None:
+        return "postgresql (a settings.cluster.dsn whose password is not percent-encoded)"
     try:
         parts = conninfo.conninfo_to_dict(dsn)
     except psycopg.Error:
