@@ -64,6 +64,12 @@ class Limiter:
 class SlotClaim(Protocol):
     """Leave to run one slot; released once its attempts and retries are over."""
 
+    async def confirm(self, attempt: int, *, waited: bool) -> str | None:
+        """Just before ``attempt`` starts: None when it may; else why not (in a cluster,
+        the node no longer holds the slot: the fence). ``waited``: the first attempt
+        waited after the claim (its jitter, an earlier run, a free place)."""
+        ...
+
     def release(self, *, started: bool) -> None:
         """``started``: an attempt ran; else the slot was given up before (a shutdown)."""
         ...
@@ -83,6 +89,9 @@ class LocalGate:
 
     async def claim(self, job: Job, slot: datetime) -> SlotClaim | None:
         return self
+
+    async def confirm(self, attempt: int, *, waited: bool) -> str | None:
+        return None
 
     def release(self, *, started: bool) -> None:
         pass

@@ -1,4 +1,5 @@
-"""The commands that look after an installation: daemon, status, db, cluster, service.
+"""The commands that look after an installation: daemon, status, reload, db, cluster
+(status, deploy), service.
 
 Each imports the daemon, the control socket, the stores or the service templates inside
 its body, so ``validate`` (which imports this module to register them) pays for none.
@@ -131,12 +132,34 @@ def cluster_status(ctx: Context, config_path: Path | None, as_json: bool) -> Non
     if as_json:
         click.echo(json.dumps(body, indent=2))
         return
-    headers = ["NODE", "STATE", "HEARTBEAT", "HOST", "PID", "TAGS", "DEFINITIONS", "RUNNING"]
+    headers = ["NODE", "STATE", "HEARTBEAT", "HOST", "PID", "TAGS", "DEFINITIONS", "CLOCK"]
+    headers.append("RUNNING")
     click.echo(format_table(headers, [_status_cells(node) for node in body["nodes"]]))
+    for node in body["nodes"]:
+        if node["refusing"] and node["state"] == "live":
+            click.echo(node["refusing"])
     click.echo(
         f"cluster definitions: {body['definitions']} (set by {body['set_by']});"
         f" this file: {body['this_file']}"
     )
+
+
+@cluster_group.command("deploy")
+@config_option
+@pass_context
+def cluster_deploy(ctx: Context, config_path: Path | None) -> None:
+    """Make this file's job definitions the cluster's: the nodes whose files agree claim,
+    the others refuse until theirs do (docs/cluster.md, "When the files differ")."""
+    from cronplus.cluster import definitions_hash
+    from cronplus.pg.definitions import deploy
+
+    crontab = ctx.load(config_path)
+    if crontab.settings.cluster is None:
+        raise UsageError(f"{crontab.path}: settings.cluster is not set; there is no cluster")
+    mine = definitions_hash(crontab.jobs)
+    before = deploy(crontab.settings.cluster.dsn, mine, node=crontab.settings.cluster.node)
+    was = "already" if before == mine else f"was {before[:12] if before else 'none'}"
+    click.echo(f"cluster definitions: {mine[:12]} ({was}), from {crontab.path}")
 
 
 def _status_body(status: Any, *, mine: str) -> dict[str, Any]:
@@ -163,6 +186,8 @@ def _status_body(status: Any, *, mine: str) -> dict[str, Any]:
             "tags": sorted(n.tags),
             "definitions": n.definitions[:12],
             "agrees": n.definitions == status.definitions,
+            "clock_offset_s": None if n.clock_offset is None else round(n.clock_offset, 3),
+            "refusing": n.refusing,
             "running": [r for r in running if r["node"] == n.name],
         }
         for n in status.nodes
@@ -187,6 +212,7 @@ def _status_cells(node: dict[str, Any]) -> list[str]:
         str(node["pid"]),
         ",".join(node["tags"]) or "-",
         node["definitions"] + agrees,
+        "-" if node["clock_offset_s"] is None else f"{node['clock_offset_s']:+.3f}s",
         f"{len(node['running'])}" + (f": {runs}" if runs else ""),
     ]
 

@@ -2,7 +2,9 @@
 
 Everything that decides takes ``now`` as an argument; the engine and the daemon get a
 ``Clock`` and ask it. ``SystemClock`` is the real one; ``FakeClock`` is moved by hand (or
-jumps to whatever instant it is asked to sleep until), so tests need no patching.
+jumps to whatever instant it is asked to sleep until), so tests need no patching;
+``CorrectedClock`` reads another clock less a measured offset (a cluster node's, as the
+database's).
 """
 
 from __future__ import annotations
@@ -99,6 +101,33 @@ class SystemClock:
             await woken
         finally:
             timer.cancel()  # a cancelled sleep asks nothing more
+
+
+class CorrectedClock:
+    """Another clock's time less a measured ``offset``: in a cluster, the node's clock read
+    as the database's, so every node decides slot instants on one clock (docs/cluster.md,
+    "Clocks"). Sleeps, monotonic time and the idle slices are the other clock's own."""
+
+    def __init__(self, inner: Clock) -> None:
+        self._inner = inner
+        self.offset = timedelta(0)
+        """The inner clock minus the reference clock; set by whoever measures it."""
+
+    def now(self) -> datetime:
+        return self._inner.now() - self.offset
+
+    def monotonic(self) -> float:
+        return self._inner.monotonic()
+
+    async def sleep_until(
+        self, instant: datetime, *, max_seconds: float, precise: bool = False
+    ) -> None:
+        await self._inner.sleep_until(
+            instant + self.offset, max_seconds=max_seconds, precise=precise
+        )
+
+    async def sleep_while(self, still_idle: Callable[[], bool], *, every: float) -> None:
+        await self._inner.sleep_while(still_idle, every=every)
 
 
 class FakeClock:

@@ -79,6 +79,28 @@ def claim_delay(job: Job, slot: datetime, *, me: str, live: Sequence[NodeView]) 
     return PREFERENCE_DELAY * place
 
 
+MAX_CLOCK_SKEW = 5.0
+"""Seconds a node's clock may be off the database's before the node refuses to claim.
+Within it the node reads its clock corrected by the measured offset (clock.CorrectedClock);
+past it the clock is broken (no time sync), and a node on it must not decide."""
+CORRECTION_STEP = 0.02
+"""Seconds a new measurement must differ by before the correction follows it: a round
+trip's noise does not move the node's clock at each heartbeat."""
+
+
+def clock_refusal(node: str, offset: float, error: float) -> str | None:
+    """Why ``node``, whose clock is ``offset`` seconds ahead of the database's (give or
+    take ``error``), must not claim; None within ``MAX_CLOCK_SKEW``."""
+    if abs(offset) - error <= MAX_CLOCK_SKEW:
+        return None
+    direction = "ahead of" if offset > 0 else "behind"
+    return (
+        f"node {node} refuses to claim slots: its clock is {abs(offset):.1f}s {direction} the"
+        f" cluster database's, more than the {MAX_CLOCK_SKEW:g}s a node may be off; fix the"
+        " host's time sync (NTP, chrony, systemd-timesyncd)"
+    )
+
+
 def heartbeat_interval(lease: timedelta) -> timedelta:
     """How often a node heartbeats and renews its leases."""
     return lease / HEARTBEATS_PER_LEASE
@@ -142,6 +164,12 @@ class NodeRow:
     live: bool
     """Heartbeat younger than its lease, and not stopped."""
     stopped: bool
+    clock_offset: float | None = None
+    """Seconds its clock was ahead of the database's at its last heartbeat but one."""
+    refusing: str | None = None
+    """Why it does not claim (its definitions, its clock), or None."""
+    incarnation: UUID | None = None
+    """The start of the node that wrote the row: a new one at each daemon start."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -154,6 +182,10 @@ class Beat:
     set_by: str
     holders: tuple[str, ...]
     """Live nodes, this one excluded, whose definitions are the cluster's."""
+    clock_offset: float = 0.0
+    """Seconds this node's clock is ahead of the database's (negative: behind)."""
+    clock_error: float = 0.0
+    """How far ``clock_offset`` may be off: half the heartbeat's round trip."""
 
 
 class ClaimStatus(StrEnum):
@@ -189,6 +221,8 @@ class Expired:
     attempt: int
     started_at: datetime | None
     lease_until: datetime
+    token: UUID | None = None
+    """The dead incarnation's token: the takeover replaces exactly this claim."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -210,6 +244,12 @@ class Write:
     claim_status: ClaimStatus | None = None
     begin: tuple[int, datetime, int | None] | None = None
     """(attempt, started_at, pid)."""
+    tried: UUID | None = None
+    """With ``claim_status`` and no ``token``: a claim of this node's whose answer never
+    came (the on-time timeout ended the wait); if it went in, it becomes the record."""
+    rewind: tuple[tuple[str, datetime], ...] = ()
+    """Slots given up before their claim went in (a shutdown): the ledger goes back to
+    just before each, so the next start catches them up by the job's ``catchup``."""
 
 
 def record_of_slot(
@@ -264,6 +304,9 @@ class ClusterDatabase(Protocol):
         running: int,
         capacity: int,
         joining: bool = False,
+        stamp: datetime | None = None,
+        clock_offset: float | None = None,
+        refusing: str | None = None,
     ) -> Beat: ...
 
     async def claim(
@@ -280,6 +323,10 @@ class ClusterDatabase(Protocol):
     async def renew(
         self, *, tokens: Sequence[UUID], lease: timedelta
     ) -> dict[UUID, str | None]: ...
+
+    async def confirm(
+        self, *, job: str, slot: datetime, token: UUID, attempt: int, lease: timedelta
+    ) -> bool: ...
 
     async def expired(self) -> list[Expired]: ...
 

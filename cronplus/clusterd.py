@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
-from cronplus.clock import SystemClock
+from cronplus.clock import CorrectedClock, SystemClock
 from cronplus.logs import EventLog
 from cronplus.model import Crontab, RunResult
 from cronplus.node import Node
@@ -43,18 +43,33 @@ async def _serve(path: Path, crontab: Crontab, *, env: Mapping[str, str]) -> int
     # No SQLite file in cluster mode, but the node's local files (its control socket) live
     # beside settings.state, in a folder as private as the state's own.
     private_folder(crontab.settings.state, create=True)
-    clock, log = SystemClock(), EventLog()
-    db = ClusterDb(settings.dsn, node=settings.node, clock=clock, log=log)
+    # The database measures the host's own clock against its own; everything that decides
+    # reads the host's clock corrected by that offset (docs/cluster.md, "Clocks").
+    host, log = SystemClock(), EventLog()
+    clock = CorrectedClock(host)
+    db = ClusterDb(settings.dsn, node=settings.node, clock=host, log=log)
     await db.open()
     try:
         ledger, outcomes = await db.ledger(), await db.last_outcomes()
         # `cronplus run` attempts whose process died: as on one host, recorded interrupted.
         cut_off = await asyncio.to_thread(_take_interrupted, settings.dsn, clock.now())
         node = Node(
-            db, crontab, clock=clock, log=log, ledger=ledger, outcomes=outcomes, interrupted=cut_off
+            db,
+            crontab,
+            clock=clock,
+            log=log,
+            ledger=ledger,
+            outcomes=outcomes,
+            interrupted=cut_off,
+            corrected=clock,
         )
         await node.join()
         daemon = Daemon(path, crontab, store=node.store, clock=clock, env=env, gate=node)
+        if (metrics := daemon.observe.metrics) is not None:
+            node.on_beat = lambda offset, refusing: metrics.cluster_beat(
+                clock_offset=offset, refusing=refusing
+            )
+            metrics.cluster_beat(clock_offset=node.clock_offset, refusing=node.refusal)
         node.start(daemon.engine)
         try:
             await daemon.run()

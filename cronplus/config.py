@@ -24,6 +24,8 @@ import json
 import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -298,14 +300,15 @@ def load(path: Path, *, env: Mapping[str, str] | None = None, euid: int | None =
     euid = os.geteuid() if euid is None else euid
     try:
         # One open: the trust checks (as root) are made on the descriptor the bytes come from.
-        data = permissions.read(path, euid=euid, cap=permissions.CRONTAB)
+        data, info = permissions.read_stat(path, euid=euid, cap=permissions.CRONTAB)
     except permissions.Refused as refused:
         why = f"refusing to load as root: {refused}"
         raise ConfigError([ConfigIssue(str(path), 1, 1, "", why)]) from None
     except (OSError, permissions.TooLarge) as error:
         why = f"cannot read: {_unread(error)}"
         raise ConfigError([ConfigIssue(str(path), 1, 1, "", why)]) from None
-    return loads(data, path=path, env=os.environ if env is None else env, euid=euid)
+    crontab = loads(data, path=path, env=os.environ if env is None else env, euid=euid)
+    return replace(crontab, modified=datetime.fromtimestamp(info.st_mtime, UTC))
 
 
 def _unread(error: OSError | permissions.TooLarge) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from cronplus import plan, runlog, secrets
-from cronplus.admission import Limiter, LocalGate, SlotGate
+from cronplus.admission import Limiter, LocalGate, SlotClaim, SlotGate
 from cronplus.clock import Clock
 from cronplus.events import NO_EVENTS, EngineEvents
 from cronplus.inflight import InFlight, Started
@@ -43,6 +43,10 @@ class SlotRun:
     """Set when cronplus itself stops this run (shutdown, replace)."""
     stop_reason: str = ""
     task: asyncio.Task[None] | None = None
+    claim: SlotClaim | None = None
+    """Leave from the slot gate, asked again before each attempt starts."""
+    waited: bool = False
+    """The first attempt waited (its jitter, an earlier run, a free place) after the claim."""
     waiting_retry: bool = False
     claiming: bool = False
     """Waiting for the slot gate: in a cluster, another node may run the slot instead."""
@@ -58,6 +62,10 @@ class SlotRun:
     def alive(self) -> bool:
         waiting = self.waiting_retry or self.claiming
         return self.task is not None and not self.task.done() and not waiting
+
+
+class _Fenced(Exception):
+    """The slot gate refused an attempt at its start: the slot is another process's."""
 
 
 def _in_flight_row(noted: asyncio.Future[int] | None) -> int | None:
@@ -247,6 +255,17 @@ class Engine:
         if run.process is not None:
             run.process.terminate(job.kill_grace.total_seconds())
 
+    def fence_slot(self, job: str, slot: datetime, *, reason: str) -> None:
+        """This process lost the slot to another (a cluster node's lease ran out): its
+        running attempt stops as ``fenced``, a retry or start waiting here is dropped."""
+        for run in list(self._runs):
+            if run.job.name != job or run.slot != slot or run.stop_as is not None:
+                continue
+            if run.process is not None:
+                self._stop(run, Outcome.FENCED, reason, run.job)
+            elif run.task is not None:
+                run.task.cancel()
+
     def stop_slot(self, job: str, slot: datetime, *, reason: str) -> None:
         """Stop the run of one slot as ``killed`` (another node's slot replaces it)."""
         for run in list(self._runs):
@@ -262,6 +281,7 @@ class Engine:
             run.claiming = False
             if claim is None:
                 return  # another node runs it, or this one may not (the gate logs why)
+            run.claim = claim
             try:
                 await self._run_slot(run, state, waits_for=waits_for)
             finally:
@@ -272,14 +292,19 @@ class Engine:
     async def _run_slot(self, run: SlotRun, state: JobState, *, waits_for: list[SlotRun]) -> None:
         for old in waits_for:
             if old.task is not None:
+                run.waited = True
                 await asyncio.wait([old.task])
         if run.job.jitter > timedelta(0):
+            run.waited = True
             delay = self._rng.uniform(0, run.job.jitter.total_seconds())
             await self._sleep_until(self._clock.now() + timedelta(seconds=delay))
         attempt = 1
         while True:
             run.attempt = attempt
-            result = await self._attempt(run, attempt)
+            try:
+                result = await self._attempt(run, attempt)
+            except _Fenced:
+                return  # the slot is another's now (the gate logged why)
             stopped = run.stop_as is not None
             if result.outcome.ok or stopped:
                 self._events.attempt_finished(
@@ -309,6 +334,7 @@ class Engine:
         job = run.job
         slot = Slot(job=job.name, scheduled_at=run.slot)
         if self._limiter.full:
+            run.waited = True
             self._log.info(
                 "queued",
                 f"job {job.name} waits for a free place (max_concurrent {self._limiter.limit})",
@@ -319,6 +345,9 @@ class Engine:
         await self._limiter.acquire()
         hide = self._redactor(job)
         try:
+            confirm = run.claim.confirm(attempt, waited=run.waited) if run.claim else None
+            if confirm is not None and await confirm is not None:
+                raise _Fenced
             run.started_at = started_at = self._clock.now()
             command = command_for(job, slot, attempt, self._base_env)
             process = self._runner.start(command)

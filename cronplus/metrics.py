@@ -99,6 +99,8 @@ class Metrics:
         self.reload_ok.set(1)
         self._scheduled: set[str] = set()
         self._beat: float | None = None
+        self._clock_offset: Gauge | None = None
+        self._refusing: Gauge | None = None
 
     # --- engine events -------------------------------------------------------------------
 
@@ -138,6 +140,24 @@ class Metrics:
 
     def reloaded(self, *, ok: bool) -> None:
         self.reload_ok.set(1 if ok else 0)
+
+    def cluster_beat(self, *, clock_offset: float, refusing: str | None) -> None:
+        """A cluster node's heartbeat: its clock against the database's, and whether it
+        refuses to claim (the series exist only on cluster nodes)."""
+        if self._clock_offset is None:
+            self._clock_offset = Gauge(
+                "cronplus_cluster_clock_offset_seconds",
+                "This node's clock minus the cluster database's, at its last heartbeat",
+                registry=self.registry,
+            )
+            self._refusing = Gauge(
+                "cronplus_cluster_refusing",
+                "1 while this node refuses to claim slots (its clock or its definitions)",
+                registry=self.registry,
+            )
+        self._clock_offset.set(clock_offset)
+        assert self._refusing is not None
+        self._refusing.set(0 if refusing is None else 1)
 
     def heartbeat(self, monotonic: float | None) -> None:
         """The loop is alive at this monotonic instant; None: it has stopped."""

@@ -43,6 +43,10 @@ class Outcome(StrEnum):
     """The slot passed while the daemon was down or the host asleep, and catch-up skipped it."""
     INTERRUPTED = "interrupted"
     """The daemon stopped (or crashed) while the attempt was running."""
+    FENCED = "fenced"
+    """A cluster node lost the slot's lease while the attempt ran (it was paused, or cut
+    off from the database, past its lease) and another node took the slot over: cronplus
+    stopped the attempt here so the two do not run side by side."""
 
     @property
     def ok(self) -> bool:
@@ -323,6 +327,8 @@ class Crontab:
     settings: Settings
     jobs: tuple[Job, ...]
     notifiers: Mapping[str, NotifierConfig] = field(default_factory=dict)
+    modified: datetime | None = None
+    """The file's modification time when it was read (None: not read from a file)."""
 
     def job(self, name: str) -> Job:
         for job in self.jobs:

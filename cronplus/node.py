@@ -13,14 +13,16 @@ docs/cluster.md has the whole protocol and its guarantees.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from uuid import UUID, uuid4
 
 from cronplus import plan
-from cronplus.clock import Clock
+from cronplus.clock import Clock, CorrectedClock
 from cronplus.cluster import (
+    CORRECTION_STEP,
+    MAX_CLOCK_SKEW,
     Beat,
     ClaimStatus,
     ClusterDatabase,
@@ -28,6 +30,7 @@ from cronplus.cluster import (
     NodeView,
     Write,
     claim_delay,
+    clock_refusal,
     definitions_hash,
     heartbeat_interval,
     interrupted_by_node_death,
@@ -48,6 +51,10 @@ from cronplus.model import (
 )
 from cronplus.nodestore import NodeStore
 
+FRESH = 1 / 3
+"""The share of a lease after a claim went in within which its first attempt starts on the
+claim's word; later (jitter, a queue, a retry, a catch-up) the start asks the database."""
+
 CLAIMS_KEEP = timedelta(days=1)
 """Finished claims are kept this long (for ``cluster status`` and late duplicates), then pruned."""
 
@@ -62,6 +69,13 @@ class Held:
     token: UUID
     taken_from: str | None = None
     """The node whose expired claim this one took over."""
+    fresh: tuple[float, datetime] | None = None
+    """When the database last said the claim is this node's (monotonic, wall), while a
+    first attempt may start on that word alone (``FRESH``); None once it must ask again."""
+
+    async def confirm(self, attempt: int, *, waited: bool) -> str | None:
+        """None when the attempt may start: the claim is still this node's (the fence)."""
+        return await self.node.confirm(self, attempt, waited=waited)
 
     def release(self, *, started: bool) -> None:
         if started:
@@ -83,7 +97,10 @@ class Node:
         ledger: Mapping[str, datetime],
         outcomes: Mapping[str, tuple[Outcome, datetime]],
         interrupted: Sequence[RunResult] = (),
+        corrected: CorrectedClock | None = None,
     ) -> None:
+        """``corrected``: the daemon's clock, which this node keeps corrected by its
+        measured offset to the database's clock (docs/cluster.md, "Clocks")."""
         assert crontab.settings.cluster is not None  # only cluster mode builds a Node
         self._first = crontab.settings.cluster
         self._warned: Crontab | None = None
@@ -95,12 +112,22 @@ class Node:
         self._live: tuple[NodeView, ...] = ()
         self._held: dict[tuple[str, datetime], Held] = {}
         self._refusal: str | None = None
+        """Why this node's job definitions keep it from claiming, if they do."""
+        self._clock_refusal: str | None = None
+        """Why this node's clock keeps it from claiming, if it does."""
+        self._measured: float | None = None
+        """The last measured offset of this node's clock to the database's, seconds."""
+        self._corrected = corrected
         self._outbox: list[Write] = []
         self._pending = asyncio.Event()
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
         self._hashed: tuple[Crontab | None, str] = (None, "")
+        self._given_up: list[tuple[str, datetime]] = []
+        """Slots whose claim had not gone in when a shutdown cut the wait short."""
         self.store = NodeStore(self, ledger, outcomes, interrupted)
+        self.on_beat: Callable[[float, str | None], None] | None = None
+        """Told each heartbeat's clock offset and refusal (the daemon's metrics)."""
 
     @property
     def crontab(self) -> Crontab:
@@ -128,7 +155,17 @@ class Node:
 
     @property
     def refused(self) -> bool:
-        return self._refusal is not None
+        return self.refusal is not None
+
+    @property
+    def refusal(self) -> str | None:
+        """Why this node does not claim now (its definitions, its clock), or None."""
+        return self._refusal or self._clock_refusal
+
+    @property
+    def clock_offset(self) -> float:
+        """Seconds this node's clock was ahead of the database's at its last heartbeat."""
+        return self._measured or 0.0
 
     @property
     def queued(self) -> tuple[Write, ...]:
@@ -139,7 +176,9 @@ class Node:
 
     async def join(self) -> None:
         """The first heartbeat, before the engine ticks, so the hashing sees this node."""
-        await self._beat(joining=True)
+        # The first beat measures the clock; only then may the node publish its file.
+        await self._beat(joining=True, publish=False)
+        await self._beat()
         self._log.info(
             "cluster_joined",
             f"node {self.name} joined the cluster at {self._db.where} with"
@@ -159,6 +198,9 @@ class Node:
         """Stop heartbeating, write what is queued (within ``grace``), leave the cluster."""
         beating, flushing = self._tasks
         beating.cancel()
+        if self._given_up:  # no node claimed them: the next start catches them up
+            self.queue(Write(rewind=tuple(self._given_up)))
+            self._given_up = []
         self._closing = True
         self._pending.set()  # the writer drains the queue and returns: never cut off mid-batch
         try:
@@ -180,8 +222,17 @@ class Node:
         key = (job.name, slot)
         if (held := self._held.get(key)) is not None:
             return held  # taken over from a dead node: already ours
-        if self._refusal is not None or not runs_here(job, self.settings.tags):
+        if self.refused or not runs_here(job, self.settings.tags):
             return None
+        try:
+            return await self._claim(job, slot)
+        except asyncio.CancelledError:
+            if self._engine is not None and self._engine.stopping:
+                self._given_up.append(key)
+            raise
+
+    async def _claim(self, job: Job, slot: datetime) -> Held | None:
+        key = (job.name, slot)
         delay = claim_delay(job, slot, me=self.name, live=self._view())
         if delay:
             await self._clock.sleep_until(slot + delay, max_seconds=delay.total_seconds())
@@ -189,6 +240,7 @@ class Node:
         # A slot whose claim cannot go in while it is on time (the database is away) is
         # missed, as if the node had been down: it must not start minutes late in a burst.
         on_time = (slot + plan.ON_TIME - self._clock.now()).total_seconds()
+        asked = self._clock.monotonic(), self._clock.now()
         try:
             async with asyncio.timeout(max(on_time, 0.0)):
                 answer = await self._db.claim(
@@ -200,7 +252,7 @@ class Node:
                     replace=job.overlap is Overlap.REPLACE,
                 )
         except TimeoutError:
-            self._unclaimed(job, slot)
+            self._unclaimed(job, slot, token)
             return None
         except StateError as error:  # not an outage (those are waited out): a bug or bad data
             self._log.error("claim_failed", f"job {job.name}: claiming {iso_utc(slot)}: {error}")
@@ -210,9 +262,61 @@ class Node:
         if answer.status is ClaimStatus.SKIPPED:
             self._skipped(job, slot, busy_slot=answer.busy_slot, busy_node=answer.busy_node)
             return None
-        held = Held(node=self, job=job.name, slot=slot, token=token)
+        held = Held(node=self, job=job.name, slot=slot, token=token, fresh=asked)
         self._held[key] = held
         return held
+
+    async def confirm(self, held: Held, attempt: int, *, waited: bool) -> str | None:
+        """The fence before an attempt of ``held`` starts: None when the claim is still
+        this node's; else why not (the node lost it, and gave the slot up). Only a first
+        attempt that starts at once, a moment after its claim went in, is not asked."""
+        fresh, held.fresh = held.fresh, None
+        if attempt == 1 and not waited and fresh is not None and self._within(fresh, FRESH):
+            return None  # the claim's own answer is the database's word, a moment ago
+        lease = self.settings.lease
+        while self._held.get((held.job, held.slot)) is held:
+            asked = self._clock.monotonic(), self._clock.now()
+            try:  # an outage is waited out only while the lease could still be ours
+                async with asyncio.timeout(lease.total_seconds()):
+                    mine = await self._db.confirm(
+                        job=held.job, slot=held.slot, token=held.token, attempt=attempt,
+                        lease=lease,
+                    )  # fmt: skip
+            except TimeoutError:
+                mine = False
+            if not mine:
+                break
+            if self._within(asked, 0.5):  # not paused between the answer and now
+                return None
+        why = (
+            f"node {self.name} no longer holds slot {iso_utc(held.slot)}: its lease ran out"
+            " and another node took the slot over"
+        )
+        if self._held.get((held.job, held.slot)) is held:  # else renewing found it first
+            self._fence(held, why, attempt=attempt)
+        return why
+
+    def _within(self, since: tuple[float, datetime], share: float) -> bool:
+        """Whether less than ``share`` of a lease has passed since ``since`` (monotonic,
+        wall): the wall clock tells a host's suspend, which monotonic time does not count."""
+        limit = self.settings.lease.total_seconds() * share
+        monotonic = self._clock.monotonic() - since[0]
+        wall = (self._clock.now() - since[1]).total_seconds()
+        return max(monotonic, wall) < limit and wall > -limit
+
+    def _fence(self, held: Held, why: str, *, attempt: int | None = None) -> None:
+        """This node lost ``held``: forget it, stop what of its slot runs or waits here."""
+        if self._held.get((held.job, held.slot)) is held:
+            del self._held[(held.job, held.slot)]
+        what = f"attempt {attempt} not started" if attempt else "its run here is fenced off"
+        self._log.warning(
+            "lease_lost",
+            f"job {held.job}: {why}; {what}",
+            job=held.job,
+            scheduled_at=iso_utc(held.slot),
+        )
+        if self._engine is not None and attempt is None:
+            self._engine.fence_slot(held.job, held.slot, reason=why)
 
     def release(self, held: Held, status: ClaimStatus) -> None:
         if self._held.get((held.job, held.slot)) is held:
@@ -237,7 +341,7 @@ class Node:
             return False
         return engine.queued > 0 or len(self._held) >= engine.crontab.settings.max_concurrent
 
-    def _unclaimed(self, job: Job, slot: datetime) -> None:
+    def _unclaimed(self, job: Job, slot: datetime, token: UUID) -> None:
         result = record_of_slot(
             job.name,
             slot,
@@ -249,7 +353,7 @@ class Node:
             ),
         )
         status = ClaimStatus.MISSED  # recorded once, by whichever node notices first
-        write = Write(job=job.name, slot=slot, claim_status=status)
+        write = Write(job=job.name, slot=slot, claim_status=status, tried=token)
         self.queue(replace(write, history=result, keep=self._keep()))
         self._log.warning(
             "missed",
@@ -300,7 +404,7 @@ class Node:
         if prune:
             await self._db.prune(keep=CLAIMS_KEEP)
 
-    async def _beat(self, *, joining: bool = False) -> None:
+    async def _beat(self, *, joining: bool = False, publish: bool = True) -> None:
         mine = self._definitions()
         beat = await self._db.heartbeat(
             tags=self.settings.tags,
@@ -309,18 +413,51 @@ class Node:
             running=len(self._held),
             capacity=self.crontab.settings.max_concurrent,
             joining=joining,
+            # A node whose clock is off publishes nothing: its file's time is suspect too.
+            stamp=None if self._clock_refusal or not publish else self.crontab.modified,
+            clock_offset=self._measured,
+            refusing=self.refusal,
         )
+        # A node that refuses (its definitions, its clock) leaves the claim order: the
+        # others need not wait its turn for each slot.
         self._live = tuple(
             NodeView(name=row.name, tags=row.tags, full=row.running >= row.capacity)
             for row in beat.live
+            if row.definitions == beat.definitions and row.refusing is None
         )
+        self._judge_clock(beat)
         self._judge(beat, mine)
+        if self.on_beat is not None:
+            self.on_beat(beat.clock_offset, self.refusal)
 
     def _definitions(self) -> str:
         crontab = self.crontab
         if self._hashed[0] is not crontab:
             self._hashed = (crontab, definitions_hash(crontab.jobs))
         return self._hashed[1]
+
+    def _judge_clock(self, beat: Beat) -> None:
+        """Follow the measured offset (within a step of noise); refuse past the bound."""
+        self._measured = beat.clock_offset
+        corrected = self._corrected
+        if corrected is not None:
+            applied = corrected.offset.total_seconds()
+            if abs(beat.clock_offset - applied) > max(beat.clock_error, CORRECTION_STEP):
+                corrected.offset = timedelta(seconds=beat.clock_offset)
+        refusal = clock_refusal(self.name, beat.clock_offset, beat.clock_error)
+        if (
+            refusal is not None
+            and refusal.split(":")[0] != (self._clock_refusal or "").split(":")[0]
+        ):
+            self._log.error("clock_skewed", refusal, clock_offset=round(beat.clock_offset, 3))
+        elif refusal is None and self._clock_refusal is not None:
+            self._log.info(
+                "clock_agrees",
+                f"node {self.name}: its clock is within {MAX_CLOCK_SKEW:g}s of the cluster"
+                " database's again; claiming",
+                clock_offset=round(beat.clock_offset, 3),
+            )
+        self._clock_refusal = refusal
 
     def _judge(self, beat: Beat, mine: str) -> None:
         """Refuse to claim while this node's job definitions differ from the cluster's."""
@@ -336,8 +473,10 @@ class Node:
         refusal = (
             f"node {self.name} refuses to claim slots: its job definitions (hash {mine[:12]})"
             f" differ from the cluster's ({beat.definitions[:12]}, set by node {beat.set_by},"
-            f" run by {', '.join(beat.holders) or 'no live node'}); make the crontab files"
-            " agree: only settings.cluster.node and settings.cluster.tags may differ"
+            f" run by {', '.join(beat.holders) or 'no live node'}), which came from a newer"
+            " file or a `cronplus cluster deploy`; make the crontab files agree (only"
+            " settings.cluster.node and settings.cluster.tags may differ), or run"
+            " `cronplus cluster deploy` with this file to make it the cluster's"
         )
         if refusal != self._refusal:
             self._log.error("definitions_differ", refusal, definitions=mine[:12])
@@ -348,16 +487,13 @@ class Node:
         answers = await self._db.renew(tokens=[h.token for h in held], lease=self.settings.lease)
         for claim in held:
             if claim.token not in answers and self._held.get((claim.job, claim.slot)) is claim:
-                self._log.warning(
-                    "lease_lost",
-                    f"job {claim.job}: the lease on slot {iso_utc(claim.slot)} ran out and"
-                    " another node took it over; this run goes on (at-least-once)",
-                    job=claim.job,
-                    scheduled_at=iso_utc(claim.slot),
+                why = (
+                    f"the lease of node {self.name} on slot {iso_utc(claim.slot)} ran out and"
+                    " another node took the slot over"
                 )
-                del self._held[(claim.job, claim.slot)]
-            elif (why := answers.get(claim.token)) and self._engine is not None:
-                self._engine.stop_slot(claim.job, claim.slot, reason=why)
+                self._fence(claim, why)
+            elif (asked := answers.get(claim.token)) and self._engine is not None:
+                self._engine.stop_slot(claim.job, claim.slot, reason=asked)
 
     def _settled(self) -> bool:
         """Connected for a whole lease: after a database outage every live node has had
@@ -374,17 +510,41 @@ class Node:
             if job is None or not job.enabled or not runs_here(job, self.settings.tags):
                 continue
             token = uuid4()
+            asked = self._clock.monotonic(), self._clock.now()
             if not await self._db.take_over(item, token=token, lease=self.settings.lease):
                 continue
-            self._took_over(item, token, job, engine)
+            self._took_over(item, token, job, engine, asked=asked)
 
-    def _took_over(self, item: Expired, token: UUID, job: Job, engine: Engine) -> None:
+    def _took_over(
+        self, item: Expired, token: UUID, job: Job, engine: Engine, *, asked: tuple[float, datetime]
+    ) -> None:
         now = self._clock.now()
         lost = interrupted_by_node_death(item, taker=self.name, now=now)
         self.queue(Write(history=lost, keep=self._keep()))
         held = Held(
-            node=self, job=item.job, slot=item.scheduled_at, token=token, taken_from=item.node
+            node=self,
+            job=item.job,
+            slot=item.scheduled_at,
+            token=token,
+            taken_from=item.node,
+            fresh=asked,
         )
+        if job.catchup_window is not None and now - item.scheduled_at > job.catchup_window:
+            # Left from a stop of the whole cluster, longer ago than the job catches up:
+            # closed, not run (docs/cluster.md, "A whole-cluster stop").
+            self.queue(Write(job=item.job, slot=item.scheduled_at, token=token,
+                             claim_status=ClaimStatus.DONE))  # fmt: skip
+            self._log.warning(
+                "taken_over",
+                f"job {item.job}: node {item.node} held slot {iso_utc(item.scheduled_at)}"
+                f" when it stopped; node {self.name} closed the claim without running it,"
+                f" the slot being older than its catchup_window ({job.catchup_window})",
+                job=item.job,
+                scheduled_at=iso_utc(item.scheduled_at),
+                run_id=lost.run_id,
+                from_node=item.node,
+            )
+            return
         self._held[(item.job, item.scheduled_at)] = held
         self._log.warning(
             "taken_over",

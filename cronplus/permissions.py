@@ -75,6 +75,11 @@ def read(path: Path, *, euid: int, cap: Cap) -> bytes:
     Raises ``Refused`` (only when ``euid`` is root), ``TooLarge``, or ``OSError`` with the
     path (a directory is ``IsADirectoryError``).
     """
+    return read_stat(path, euid=euid, cap=cap)[0]
+
+
+def read_stat(path: Path, *, euid: int, cap: Cap) -> tuple[bytes, os.stat_result]:
+    """``read``, and the file's status from the descriptor the bytes came from."""
     if euid == ROOT_UID:
         fd, real = _walk(path, euid)
         try:
@@ -225,7 +230,7 @@ def _named(path: Path, real: str) -> str:
     return f"{path} (a symlink to {real})" if real != os.path.abspath(path) else str(path)
 
 
-def _read_capped(fd: int, path: Path, cap: Cap) -> bytes:
+def _read_capped(fd: int, path: Path, cap: Cap) -> tuple[bytes, os.stat_result]:
     """At most ``cap.size`` bytes; one more means the file is too large (never read whole)."""
     info = os.fstat(fd)
     if stat.S_ISDIR(info.st_mode):
@@ -237,7 +242,7 @@ def _read_capped(fd: int, path: Path, cap: Cap) -> bytes:
     while total <= cap.size:
         chunk = os.read(fd, min(cap.size + 1 - total, _CHUNK))
         if not chunk:
-            return b"".join(chunks)
+            return b"".join(chunks), info
         chunks.append(chunk)
         total += len(chunk)
     raise TooLarge(_too_large(cap))

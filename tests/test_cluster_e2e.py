@@ -7,24 +7,19 @@ truth about what ran where. Windows are seconds long (issue 6's 60 s run is in
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import math
 import os
-import shutil
 import signal
-import socket
-import subprocess
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import privatepg
 import pytest
 from conftest import Cronplus, Daemon, clean_env, postgres_missing
+from privatepg import PrivateServer
 
 from cronplus.model import Outcome
 from cronplus.pg.store import PgStore
@@ -246,8 +241,10 @@ def test_a_node_whose_job_definitions_differ_refuses_to_claim_until_they_agree(
     cluster.nodes["c"].config.write_text(
         crontab("c", jobs=3, schedule="*/5 * * * * *", command=START)
     )
+    hour_ago = time.time() - 3600  # a stale file: older than the others, so never the cluster's
+    os.utime(cluster.nodes["c"].config, (hour_ago, hour_ago))
     cluster.migrate()
-    cluster.start("a", "b")  # the first node to join sets the cluster's definitions
+    cluster.start("a", "b")  # their (newer) file becomes the cluster's definitions
     cluster.start("c")
     c = cluster.daemons["c"]
     c.wait_event("definitions_differ")
@@ -265,7 +262,8 @@ def test_a_node_whose_job_definitions_differ_refuses_to_claim_until_they_agree(
     assert "node c refuses to claim slots" in str(refusal["message"])
     assert "differ from the cluster's" in str(refusal["message"])
     lines = status.stdout.splitlines()
-    header = ["NODE", "STATE", "HEARTBEAT", "HOST", "PID", "TAGS", "DEFINITIONS", "RUNNING"]
+    header = ["NODE", "STATE", "HEARTBEAT", "HOST", "PID", "TAGS", "DEFINITIONS", "CLOCK"]
+    header.append("RUNNING")
     assert lines[0].split() == header
     assert [line.split()[:2] for line in lines[1:4]] == [[n, "live"] for n in ("a", "b", "c")]
     assert "(differs)" in lines[3] and "(differs)" not in lines[1] + lines[2]
@@ -329,64 +327,12 @@ def test_an_unreachable_database_at_start_is_exit_2_without_the_password(tmp_pat
 # --- a database restart, on a private server so other tests keep theirs -----------------------
 
 
-@dataclass
-class PrivateServer:
-    """A PostgreSQL instance of this test's own, on a free loopback port."""
-
-    data: Path
-    port: int
-    run_as: list[str]
-    bindir: Path
-
-    @property
-    def dsn(self) -> str:
-        return f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres"
-
-    def ctl(self, *args: str) -> None:
-        # -l: the server must not hold our pipes open, or run() waits for it to exit.
-        log = str(self.data.parent / "server.log")
-        command = [*self.run_as, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", log]
-        subprocess.run([*command, *args], check=True, timeout=60, stdout=subprocess.DEVNULL)
-
-    def restart(self) -> None:
-        self.ctl("restart", "-m", "fast", "-w", "-o", self.options())
-
-    def options(self) -> str:
-        return f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def private_postgres() -> Iterator[PrivateServer]:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or [shutil.which("initdb") or ""]
-    if not found[-1]:
-        postgres_missing("no initdb to start a private server for the restart test")
-    root = os.geteuid() == 0
-    folder = Path(tempfile.mkdtemp(prefix="cronplus-pg-"))
-    if root:  # PostgreSQL refuses to run as root
-        shutil.chown(folder, "postgres", "postgres")
-    server = PrivateServer(
-        data=folder / "data",
-        port=free_port(),
-        run_as=["runuser", "-u", "postgres", "--"] if root else [],
-        bindir=Path(found[-1]).parent,
-    )
-    init = [*server.run_as, str(server.bindir / "initdb"), "-D", str(server.data)]
-    subprocess.run([*init, "-A", "trust", "-U", "postgres", "--no-sync"], check=True,
-                   capture_output=True, timeout=120)  # fmt: skip
-    try:
-        server.ctl("start", "-w", "-o", server.options())
+    if (why := privatepg.why_not()) is not None:
+        postgres_missing(why)
+    with privatepg.running() as server:
         yield server
-    finally:
-        with contextlib.suppress(subprocess.SubprocessError):
-            server.ctl("stop", "-m", "immediate")
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_nodes_reconnect_after_a_database_restart_and_nothing_runs_twice(

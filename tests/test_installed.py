@@ -183,6 +183,10 @@ def test_a_cluster_crontab_needs_the_extra_then_runs_its_commands(
     with operator.daemon("-c", "cluster.yaml"):
         nodes = json.loads(operator.run("-c", "cluster.yaml", "cluster", "status", "--json").stdout)
         assert [(n["node"], n["state"]) for n in nodes["nodes"]] == [("only", "live")]
+        assert nodes["nodes"][0]["refusing"] is None
+        assert abs(nodes["nodes"][0]["clock_offset_s"] or 0.0) < 1.0  # one host: one clock
+        deployed = operator.run("-c", "cluster.yaml", "cluster", "deploy").stdout
+        assert f"cluster definitions: {nodes['this_file']} (already)" in deployed
         status = json.loads(operator.run("-c", "cluster.yaml", "status", "--json").stdout)
         assert [job["job"] for job in status["jobs"]] == ["tick"]
     assert "Traceback" not in operator.log()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -20,11 +21,12 @@ from uuid import UUID
 import psycopg
 
 from cronplus.clock import Clock
-from cronplus.cluster import Beat, Claimed, ClaimStatus, Expired, NodeRow, Write, reconnect_delay
+from cronplus.cluster import Beat, Claimed, ClaimStatus, Expired, Write, reconnect_delay
 from cronplus.logs import EventLog
 from cronplus.model import Outcome, StateError
 from cronplus.pg import schema
 from cronplus.pg import statements as sql
+from cronplus.pg.definitions import current as cluster_definitions
 from cronplus.pg.schema import LOCK_SPACE, NODES, describe_dsn, error_text, node_row, utc
 
 T = TypeVar("T")
@@ -49,6 +51,8 @@ class ClusterDb:
         self._down_since: float | None = None
         self.connected_at = clock.monotonic()
         """Monotonic instant of the last (re)connection: takeovers wait a lease after it."""
+        self.incarnation = uuid.uuid4()
+        """This start of the node: its claims are dead once another start of it is live."""
 
     async def open(self) -> None:
         """The first connection: unreachable, unmigrated or this node already live is a
@@ -81,7 +85,13 @@ class ClusterDb:
         running: int,
         capacity: int,
         joining: bool = False,
+        stamp: datetime | None = None,
+        clock_offset: float | None = None,
+        refusing: str | None = None,
     ) -> Beat:
+        """Write this node's row; publish its definitions stamped ``stamp`` and read the
+        cluster's (definitions.py) and the live nodes; measure this node's clock against
+        the database's on the way (``Beat.clock_offset``)."""
         params = {
             "node": self.node,
             "host": schema.host_name(),
@@ -92,17 +102,33 @@ class ClusterDb:
             "running": running,
             "capacity": capacity,
             "joining": joining,
+            "clock_offset": clock_offset,
+            "refusing": refusing,
+            "incarnation": self.incarnation,
         }
 
         async def op(conn: AsyncConn) -> Beat:
-            await conn.execute(sql.HEARTBEAT, params)
+            sent = self._clock.now()
+            row = await (await conn.execute(sql.HEARTBEAT, params)).fetchone()
+            heard = self._clock.now()
+            assert row is not None  # an upsert ... RETURNING always has its row
             nodes = [node_row(row) for row in await (await conn.execute(NODES)).fetchall()]
             live = tuple(node for node in nodes if node.live)
-            current, set_by = await _definitions(conn, self.node, definitions, live)
+            current, set_by = await cluster_definitions(conn, self.node, definitions, stamp=stamp)
             holders = tuple(
                 n.name for n in live if n.definitions == current and n.name != self.node
             )
-            return Beat(live=live, definitions=current, set_by=set_by, holders=holders)
+            # The database read its clock between our two readings: the midpoint is ours
+            # at that moment, give or take half the round trip.
+            midpoint = sent + (heard - sent) / 2
+            return Beat(
+                live=live,
+                definitions=current,
+                set_by=set_by,
+                holders=holders,
+                clock_offset=(midpoint - utc(row[0])).total_seconds(),
+                clock_error=(heard - sent).total_seconds() / 2,
+            )
 
         return await self._run("heartbeat", op)
 
@@ -125,6 +151,7 @@ class ClusterDb:
             "lease": lease,
             "forbid": forbid,
             "replace": replace,
+            "incarnation": self.incarnation,
             "stop_reason": f"replaced by the slot {slot.isoformat()} (node {self.node})",
         }
 
@@ -149,6 +176,18 @@ class ClusterDb:
 
         return await self._run("renewing leases", op, atomic=False)
 
+    async def confirm(
+        self, *, job: str, slot: datetime, token: UUID, attempt: int, lease: timedelta
+    ) -> bool:
+        """The fence before an attempt starts: whether the claim is still this node's (its
+        lease then runs a whole ``lease`` from now)."""
+        params = {"job": job, "slot": slot, "token": token, "attempt": attempt, "lease": lease}
+
+        async def op(conn: AsyncConn) -> bool:
+            return await (await conn.execute(sql.START, params)).fetchone() is not None
+
+        return await self._run("confirming a claim", op, atomic=False)
+
     async def expired(self) -> list[Expired]:
         """RUNNING claims whose lease ran out while their node stopped heartbeating."""
 
@@ -162,8 +201,9 @@ class ClusterDb:
                     attempt=attempt,
                     started_at=utc(started) if started else None,
                     lease_until=utc(until),
+                    token=token,
                 )
-                for job, slot, node, attempt, started, until in rows
+                for job, slot, node, attempt, started, until, token in rows
             ]
 
         return await self._run("looking for expired claims", op, atomic=False)
@@ -175,6 +215,8 @@ class ClusterDb:
             "node": self.node,
             "token": token,
             "lease": lease,
+            "old": item.token,
+            "incarnation": self.incarnation,
         }
 
         async def op(conn: AsyncConn) -> bool:
@@ -355,31 +397,13 @@ class ClusterDb:
         )
 
 
-async def _definitions(
-    conn: AsyncConn, node: str, mine: str, live: tuple[NodeRow, ...]
-) -> tuple[str, str]:
-    """The cluster's (hash, set by). A node's hash becomes the cluster's when there is none,
-    or when no other live node still runs the current one: a rolling update ends with the
-    new definitions, and a node restarted with a stale file cannot outvote the live ones."""
-    query = "SELECT hash, node FROM definitions FOR UPDATE"
-    row = await (await conn.execute(query)).fetchone()
-    if row is not None and row[0] == mine:
-        return mine, row[1]
-    if row is not None and any(n.definitions == row[0] and n.name != node for n in live):
-        return row[0], row[1]
-    await conn.execute(
-        "INSERT INTO definitions (hash, node, set_at) VALUES (%s, %s, clock_timestamp())"
-        " ON CONFLICT (only_row) DO UPDATE SET hash = excluded.hash, node = excluded.node,"
-        " set_at = excluded.set_at",
-        (mine, node),
-    )
-    return mine, node
-
-
 async def _apply(conn: AsyncConn, write: Write, node: str) -> None:
     if write.ledger:
         async with conn.cursor() as cursor:
             await cursor.executemany(schema.ADVANCE_LEDGER, write.ledger)
+    if write.rewind:
+        async with conn.cursor() as cursor:
+            await cursor.executemany(sql.REWIND_LEDGER, [(s, j) for j, s in write.rewind])
     if write.begin is not None:
         attempt, started, pid = write.begin
         await conn.execute(sql.BEGIN, (attempt, started, pid, write.job, write.slot, write.token))
@@ -387,7 +411,13 @@ async def _apply(conn: AsyncConn, write: Write, node: str) -> None:
         params = (write.claim_status.value, write.job, write.slot, write.token)
         await conn.execute(sql.SET_STATUS, params)
     elif write.claim_status is not None:
-        once = (write.job, write.slot, node, write.claim_status.value)
+        once = {
+            "job": write.job,
+            "slot": write.slot,
+            "node": node,
+            "token": write.tried,
+            "status": write.claim_status.value,
+        }
         if await (await conn.execute(sql.CLAIM_ONCE, once)).fetchone() is None:
             return  # another node claimed or recorded this slot: its record stands
     if write.history is not None:

@@ -71,6 +71,23 @@ MIGRATIONS: tuple[Migration, ...] = (
                 hash text NOT NULL, node text NOT NULL, set_at timestamptz NOT NULL)""",
         ),
     ),
+    Migration(
+        summary="node incarnations, fenced claims, measured clocks, stamped definitions",
+        statements=(
+            # A node's incarnation is one start of it; a claim names the incarnation that
+            # holds it, so a node restarted under its name does not hold its old claims.
+            "ALTER TABLE nodes ADD COLUMN incarnation uuid",
+            "ALTER TABLE nodes ADD COLUMN clock_offset double precision",
+            "ALTER TABLE nodes ADD COLUMN refusing text",
+            "ALTER TABLE claims ADD COLUMN incarnation uuid",
+            # The modification time of the file whose definitions are the cluster's (or
+            # the instant of a `cluster deploy`): a publication must be newer to replace it.
+            "ALTER TABLE definitions ADD COLUMN stamp timestamptz",
+            "UPDATE definitions SET stamp = set_at",
+            "ALTER TABLE definitions ALTER COLUMN stamp SET NOT NULL",
+            "ALTER TABLE definitions ADD COLUMN deployed boolean NOT NULL DEFAULT false",
+        ),
+    ),
 )
 """Schema versions in order: applying ``MIGRATIONS[n-1]`` takes the version to n."""
 
@@ -231,7 +248,7 @@ NODES = """
     SELECT name, host, pid, tags, definitions, running, capacity, started_at,
            extract(epoch FROM clock_timestamp() - heartbeat_at)::float8,
            stopped_at IS NULL AND heartbeat_at + lease > clock_timestamp(),
-           stopped_at IS NOT NULL
+           stopped_at IS NOT NULL, clock_offset, refusing, incarnation
     FROM nodes ORDER BY name
 """
 
@@ -258,7 +275,8 @@ def result_of(row: tuple[Any, ...]) -> RunResult:
 
 
 def node_row(row: tuple[Any, ...]) -> NodeRow:
-    name, host, pid, tags, definitions, running, capacity, started, age, live, stopped = row
+    name, host, pid, tags, definitions, running, capacity, started, age, live, stopped = row[:11]
+    offset, refusing, incarnation = row[11:14]
     return NodeRow(
         name=name,
         host=host,
@@ -271,6 +289,9 @@ def node_row(row: tuple[Any, ...]) -> NodeRow:
         heartbeat_age_s=age,
         live=live,
         stopped=stopped,
+        clock_offset=offset,
+        refusing=refusing,
+        incarnation=incarnation,
     )
 
 
