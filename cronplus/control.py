@@ -279,7 +279,10 @@ def ask(path: Path, request: dict[str, Any], *, timeout: float | None) -> dict[s
         except BlockingIOError:  # its backlog stayed full for the whole timeout
             raise NoDaemon(late) from None
         try:
-            sock.sendall(json.dumps(request).encode() + b"\n")
+            # A busy daemon writes its answer and closes before reading: the send may then
+            # fail (EPIPE), and the answer is still there to read.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                sock.sendall(json.dumps(request).encode() + b"\n")
             data = _read_all(sock)
         except TimeoutError:
             raise NoDaemon(late) from None
