@@ -22,7 +22,7 @@ from typing import Protocol
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
-from cronplus.model import Job, Outcome, RunResult, iso_utc
+from cronplus.model import Job, Outcome, RunResult, StateError, iso_utc
 
 PREFERENCE_DELAY = timedelta(milliseconds=300)
 """How long each node waits per place behind the preferred one before it claims a slot.
@@ -188,6 +188,11 @@ class Beat:
     """How far ``clock_offset`` may be off: half the heartbeat's round trip."""
 
 
+class Superseded(StateError):
+    """Another daemon started as this node since this one lost its connection (and the
+    node's lock with it): this one must stop claiming and exit."""
+
+
 class ClaimStatus(StrEnum):
     """What a row in ``claims`` says about its (job, slot)."""
 
@@ -247,6 +252,8 @@ class Write:
     tried: UUID | None = None
     """With ``claim_status`` and no ``token``: a claim of this node's whose answer never
     came (the on-time timeout ended the wait); if it went in, it becomes the record."""
+    give_up: bool = False
+    """With ``token``: this node gives its claim up unstarted; another takes it over."""
     rewind: tuple[tuple[str, datetime], ...] = ()
     """Slots given up before their claim went in (a shutdown): the ledger goes back to
     just before each, so the next start catches them up by the job's ``catchup``."""
@@ -281,7 +288,8 @@ def interrupted_by_node_death(item: Expired, *, taker: str, now: datetime) -> Ru
         duration_s=max((now - started).total_seconds(), 0.0),
         reason=(
             f"node {item.node} stopped heartbeating during {what}; its lease ran out at"
-            f" {item.lease_until.isoformat()} and node {taker} took the slot over"
+            f" {item.lease_until.isoformat()} (or the node started again) and node {taker}"
+            " took the slot over"
         ),
     )
 

@@ -70,6 +70,7 @@ async def _serve(path: Path, crontab: Crontab, *, env: Mapping[str, str]) -> int
                 clock_offset=offset, refusing=refusing
             )
             metrics.cluster_beat(clock_offset=node.clock_offset, refusing=node.refusal)
+        node.on_superseded = lambda: daemon.stop("node_superseded")
         node.start(daemon.engine)
         try:
             await daemon.run()
@@ -78,4 +79,4 @@ async def _serve(path: Path, crontab: Crontab, *, env: Mapping[str, str]) -> int
     finally:
         with contextlib.suppress(Exception):
             await db.close()
-    return 0
+    return 1 if node.superseded else 0

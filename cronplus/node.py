@@ -28,6 +28,7 @@ from cronplus.cluster import (
     ClusterDatabase,
     Expired,
     NodeView,
+    Superseded,
     Write,
     claim_delay,
     clock_refusal,
@@ -40,6 +41,7 @@ from cronplus.cluster import (
 from cronplus.engine import Engine
 from cronplus.logs import EventLog
 from cronplus.model import (
+    Catchup,
     ClusterSettings,
     Crontab,
     Job,
@@ -128,6 +130,9 @@ class Node:
         self.store = NodeStore(self, ledger, outcomes, interrupted)
         self.on_beat: Callable[[float, str | None], None] | None = None
         """Told each heartbeat's clock offset and refusal (the daemon's metrics)."""
+        self.on_superseded: Callable[[], None] | None = None
+        """Called once another daemon has started as this node: the daemon stops."""
+        self.superseded = False
 
     @property
     def crontab(self) -> Crontab:
@@ -233,13 +238,17 @@ class Node:
 
     async def _claim(self, job: Job, slot: datetime) -> Held | None:
         key = (job.name, slot)
+        # A catch-up slot (decided more than the on-time window late) gets its minute of
+        # grace from now; an on-time slot keeps its own.
+        now = self._clock.now()
+        due = now if now - slot > plan.ON_TIME else slot
         delay = claim_delay(job, slot, me=self.name, live=self._view())
         if delay:
             await self._clock.sleep_until(slot + delay, max_seconds=delay.total_seconds())
         token = uuid4()
         # A slot whose claim cannot go in while it is on time (the database is away) is
         # missed, as if the node had been down: it must not start minutes late in a burst.
-        on_time = (slot + plan.ON_TIME - self._clock.now()).total_seconds()
+        on_time = (due + plan.ON_TIME - self._clock.now()).total_seconds()
         asked = self._clock.monotonic(), self._clock.now()
         try:
             async with asyncio.timeout(max(on_time, 0.0)):
@@ -274,6 +283,10 @@ class Node:
         if attempt == 1 and not waited and fresh is not None and self._within(fresh, FRESH):
             return None  # the claim's own answer is the database's word, a moment ago
         lease = self.settings.lease
+        why = (
+            f"node {self.name} no longer holds slot {iso_utc(held.slot)}: its lease ran out"
+            " and another node took the slot over"
+        )
         while self._held.get((held.job, held.slot)) is held:
             asked = self._clock.monotonic(), self._clock.now()
             try:  # an outage is waited out only while the lease could still be ours
@@ -282,16 +295,24 @@ class Node:
                         job=held.job, slot=held.slot, token=held.token, attempt=attempt,
                         lease=lease,
                     )  # fmt: skip
-            except TimeoutError:
-                mine = False
+            except TimeoutError:  # the claim may be ours still: give it to whoever can act
+                why = (
+                    f"node {self.name} could not confirm its claim on slot"
+                    f" {iso_utc(held.slot)} within a lease (the database did not answer);"
+                    " it gives the slot up to the other nodes"
+                )
+                self.abandon(held)
+                self._log.warning(
+                    "lease_lost",
+                    f"job {held.job}: {why}; attempt {attempt} not started",
+                    job=held.job,
+                    scheduled_at=iso_utc(held.slot),
+                )
+                return why
             if not mine:
                 break
             if self._within(asked, 0.5):  # not paused between the answer and now
                 return None
-        why = (
-            f"node {self.name} no longer holds slot {iso_utc(held.slot)}: its lease ran out"
-            " and another node took the slot over"
-        )
         if self._held.get((held.job, held.slot)) is held:  # else renewing found it first
             self._fence(held, why, attempt=attempt)
         return why
@@ -324,8 +345,11 @@ class Node:
             self.queue(Write(job=held.job, slot=held.slot, token=held.token, claim_status=status))
 
     def abandon(self, held: Held) -> None:
+        """Give ``held`` up unstarted (a shutdown, a start not confirmed, a crash): its
+        claim is dead at once, and a live node takes it over at its next heartbeat."""
         if self._held.get((held.job, held.slot)) is held:
             del self._held[(held.job, held.slot)]
+            self.queue(Write(job=held.job, slot=held.slot, token=held.token, give_up=True))
 
     def held(self, job: str, slot: datetime) -> Held | None:
         return self._held.get((job, slot))
@@ -384,6 +408,18 @@ class Node:
 
     # --- heartbeats, leases, takeovers ---
 
+    def _superseded(self, why: str) -> None:
+        """Another start of this node joined: claim nothing more, stop what runs, exit."""
+        self.superseded = True
+        self._refusal = why
+        self._log.error("node_superseded", why, node=self.name)
+        for held in list(self._held.values()):
+            del self._held[(held.job, held.slot)]
+            if self._engine is not None:
+                self._engine.fence_slot(held.job, held.slot, reason=why)
+        if self.on_superseded is not None:
+            self.on_superseded()
+
     async def _beat_forever(self) -> None:
         beats = 0
         while True:
@@ -392,6 +428,9 @@ class Node:
             await self._clock.sleep_until(wake, max_seconds=interval.total_seconds())
             try:
                 await self._beat_once(prune=beats % 10 == 9)
+            except Superseded as error:
+                self._superseded(str(error))
+                return
             except StateError as error:  # not an outage (those are waited out): say, go on
                 self._log.error("heartbeat_failed", f"node {self.name}: heartbeat failed: {error}")
             beats += 1
@@ -414,7 +453,7 @@ class Node:
             capacity=self.crontab.settings.max_concurrent,
             joining=joining,
             # A node whose clock is off publishes nothing: its file's time is suspect too.
-            stamp=None if self._clock_refusal or not publish else self.crontab.modified,
+            stamp=None if self._clock_refusal or not publish else self._stamp(),
             clock_offset=self._measured,
             refusing=self.refusal,
         )
@@ -426,9 +465,17 @@ class Node:
             if row.definitions == beat.definitions and row.refusing is None
         )
         self._judge_clock(beat)
-        self._judge(beat, mine)
+        if publish:  # a beat that published nothing cannot tell who is newest
+            self._judge(beat, mine)
         if self.on_beat is not None:
             self.on_beat(beat.clock_offset, self.refusal)
+
+    def _stamp(self) -> datetime | None:
+        """The file's modification time on the database's clock (as corrected)."""
+        modified = self.crontab.modified
+        if modified is None or self._corrected is None:
+            return modified
+        return modified - self._corrected.offset
 
     def _definitions(self) -> str:
         crontab = self.crontab
@@ -503,7 +550,7 @@ class Node:
 
     async def _take_over(self) -> None:
         engine = self._engine
-        if engine is None:
+        if engine is None or engine.stopping:  # nothing new starts in the shutdown grace
             return
         for item in await self._db.expired():
             job = next((j for j in engine.crontab.jobs if j.name == item.job), None)
@@ -529,7 +576,7 @@ class Node:
             taken_from=item.node,
             fresh=asked,
         )
-        if job.catchup_window is not None and now - item.scheduled_at > job.catchup_window:
+        if self._left_by_a_stop(item, job, now):
             # Left from a stop of the whole cluster, longer ago than the job catches up:
             # closed, not run (docs/cluster.md, "A whole-cluster stop").
             self.queue(Write(job=item.job, slot=item.scheduled_at, token=token,
@@ -557,6 +604,16 @@ class Node:
         )
         if not engine.start_slots([(job, item.scheduled_at)], now=now):
             self.release(held, ClaimStatus.SKIPPED)  # overlap: forbid, and it was recorded
+
+    def _left_by_a_stop(self, item: Expired, job: Job, now: datetime) -> bool:
+        """A claim that lay dead past the time live nodes take one over (a lease and a
+        heartbeat: nobody was there), for a slot the job's catch-up would not run now."""
+        lease = self.settings.lease
+        if now - item.lease_until <= lease + heartbeat_interval(lease):
+            return False  # a node died while others lived: at-least-once, run it again
+        if job.catchup is Catchup.SKIP:
+            return True
+        return job.catchup_window is not None and now - item.scheduled_at > job.catchup_window
 
     # --- writes ---
 

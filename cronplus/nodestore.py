@@ -48,6 +48,8 @@ class NodeStore:
 
     def record(self, result: RunResult, *, keep: int) -> None:
         status = _RECORDED_ONCE.get(result.outcome)
+        if status is not None and self._node.refused:
+            return  # its schedule is not the cluster's: the agreeing nodes record the slot
         held = self._node.held(result.job, result.scheduled_at)
         if status is not None and held is not None:
             self._node.release(held, status)

@@ -231,18 +231,19 @@ def test_a_slot_claimed_by_another_node_is_not_ours() -> None:
 
 @pytest.mark.parametrize(
     ("started", "expected"),
-    [(True, [ClaimStatus.DONE]), (False, [])],
-    ids=["ran: done", "given-up-unstarted: left to lapse"],
+    [(True, [(ClaimStatus.DONE, False)]), (False, [(None, True)])],
+    ids=["ran: done", "given-up-unstarted: dead at once, for another node"],
 )
 def test_releasing_a_claim_marks_it_done_only_if_an_attempt_ran(
-    started: bool, expected: list[ClaimStatus]
+    started: bool, expected: list[tuple[ClaimStatus | None, bool]]
 ) -> None:
     member = node(FakeDb())
     held = run(member.claim(JOB, T0))
 
     held.release(started=started)
 
-    assert [write.claim_status for write in member.queued] == expected
+    assert [(w.claim_status, w.give_up) for w in member.queued] == expected
+    assert all(w.token == held.token for w in member.queued)
     assert member.held("backup", T0) is None
 
 

@@ -17,10 +17,10 @@ import pytest
 from test_node import JOB, T0, FakeDb, crontab, run
 
 from cronplus.clock import FakeClock
-from cronplus.cluster import ClaimStatus, Expired
+from cronplus.cluster import Claimed, ClaimStatus, Expired
 from cronplus.engine import Engine
 from cronplus.logs import EventLog
-from cronplus.model import Job, Outcome, RetryPolicy
+from cronplus.model import Job, Outcome, RetryPolicy, RunResult
 from cronplus.node import Node
 from cronplus.runner import Runner
 
@@ -33,8 +33,13 @@ def cluster_job(tmp_path: Path, command: str, **fields: object) -> Job:
     return replace(base, **fields)  # type: ignore[arg-type]
 
 
-def member(db: FakeDb, clock: FakeClock, job: Job) -> tuple[Node, Engine]:
+def member(
+    db: FakeDb, clock: FakeClock, job: Job, lease: timedelta | None = None
+) -> tuple[Node, Engine]:
     table = crontab(db.node, job)
+    if lease is not None and table.settings.cluster is not None:
+        cluster = replace(table.settings.cluster, lease=lease)
+        table = replace(table, settings=replace(table.settings, cluster=cluster))
     node = Node(db, table, clock=clock, log=EventLog(), ledger={}, outcomes={})
     engine = Engine(
         table,
@@ -170,10 +175,18 @@ def test_a_lost_lease_drops_a_start_waiting_on_the_database(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize(
-    ("window", "reruns"), [(None, True), (timedelta(minutes=10), True), (60 * S, False)]
+    ("window", "dead_for", "reruns"),
+    [
+        (None, timedelta(minutes=4), True),
+        (timedelta(minutes=10), timedelta(minutes=4), True),
+        (60 * S, timedelta(minutes=4), False),
+        # its node died a moment ago while the others lived: run again, whatever the window
+        (60 * S, 5 * S, True),
+    ],
+    ids=["no-window", "within", "past-the-window", "a-node-just-died"],
 )
 def test_a_claim_left_by_a_stopped_cluster_runs_again_only_within_the_catchup_window(
-    tmp_path: Path, window: timedelta | None, reruns: bool
+    tmp_path: Path, window: timedelta | None, dead_for: timedelta, reruns: bool
 ) -> None:
     clock = FakeClock(T0 + timedelta(minutes=5))
     left = Expired(
@@ -182,7 +195,7 @@ def test_a_claim_left_by_a_stopped_cluster_runs_again_only_within_the_catchup_wi
         node="b",
         attempt=1,
         started_at=T0,
-        lease_until=T0 + 30 * S,
+        lease_until=clock.now() - dead_for,
         token=uuid4(),
     )
     db = FakeDb(expiring=[left])
@@ -222,3 +235,57 @@ def test_a_shutdown_gives_back_the_slots_whose_claim_had_not_gone_in(tmp_path: P
     assert not (tmp_path / "ran").exists()
     [rewind] = [w.rewind for w in db.writes if w.rewind]
     assert rewind == (("backup", T0),)
+
+
+def test_a_catch_up_slot_gets_its_minute_to_be_claimed_from_when_it_is_asked(
+    tmp_path: Path,
+) -> None:
+    class SlowDb(FakeDb):
+        async def claim(self, **kwargs: object) -> Claimed | None:
+            await asyncio.sleep(0.05)  # a real round trip
+            return await super().claim(**kwargs)  # type: ignore[arg-type]
+
+    db, clock = SlowDb(), FakeClock(T0 + timedelta(minutes=5))
+    node, _ = member(db, clock, cluster_job(tmp_path, "true"))
+
+    held = run(node.claim(JOB, T0))  # five minutes late: a catch-up run
+
+    assert held is not None
+    assert node.queued == ()  # not recorded missed
+
+
+def test_a_start_the_database_does_not_confirm_within_a_lease_gives_the_slot_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db, clock = SilentDb(), FakeClock(T0)
+    job = cluster_job(tmp_path, "touch ran", jitter=S)
+    node, engine = member(db, clock, job, lease=S)
+
+    async def scenario() -> None:
+        engine.start_slots([(job, T0)], now=clock.now())
+        async with asyncio.timeout(10):
+            await engine.wait_idle()
+
+    with caplog.at_level(logging.WARNING, logger="cronplus"):
+        run(scenario())
+    assert not (tmp_path / "ran").exists()
+    [gave] = [w for w in node.queued if w.give_up]
+    assert (gave.job, gave.slot) == ("backup", T0)
+    [lost] = [r for r in caplog.records if getattr(r, "cronplus_event", "") == "lease_lost"]
+    assert "could not confirm its claim" in lost.getMessage()
+    assert "another node took" not in lost.getMessage()
+
+
+def test_a_refusing_node_records_no_slot_as_missed_or_skipped(tmp_path: Path) -> None:
+    db, clock = FakeDb(definitions="0123456789abcdef"), FakeClock(T0)
+    node, _ = member(db, clock, cluster_job(tmp_path, "true"))
+    run(node._beat())
+    assert node.refused
+    missed = RunResult(
+        job="backup", scheduled_at=T0, attempt=0, started_at=T0, finished_at=T0,
+        outcome=Outcome.MISSED,
+    )  # fmt: skip
+
+    node.store.record(missed, keep=10)
+
+    assert node.queued == ()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -58,9 +59,13 @@ async def beat(
 ) -> str:
     answer = await db.heartbeat(
         tags=frozenset(), lease=lease, definitions=definitions, running=0, capacity=4,
-        stamp=stamp,
+        stamp=stamp, joining=db not in JOINED,
     )  # fmt: skip
+    JOINED.add(db)  # its later beats are of the same start (incarnation)
     return answer.definitions
+
+
+JOINED: weakref.WeakSet[ClusterDb] = weakref.WeakSet()
 
 
 async def claim(db: ClusterDb, slot: datetime = T0, **policy: bool) -> ClaimStatus | None:

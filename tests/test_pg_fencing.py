@@ -9,9 +9,10 @@ import asyncio
 from datetime import timedelta
 from uuid import UUID, uuid4
 
+import pytest
 from test_pg_claims import LEASE, SHORT, T0, beat, dsn, node, run
 
-from cronplus.cluster import Claimed, ClaimStatus, Write
+from cronplus.cluster import Claimed, ClaimStatus, Superseded, Write
 from cronplus.model import Outcome, RunResult
 from cronplus.pg import schema
 from cronplus.pg.claims import ClusterDb
@@ -171,3 +172,43 @@ def test_the_newest_file_is_the_clusters_and_a_deploy_overrides_it(dsn: str) -> 
             assert await beat(b, "h3", stamp=T0 + hour) == "h1"
 
     run(after)
+
+
+def test_a_claim_given_up_unstarted_is_taken_over_at_once(dsn: str) -> None:
+    async def test() -> None:
+        async with node(dsn, "a") as a, node(dsn, "b") as b:
+            await beat(a)
+            mine = uuid4()
+            await claimed(a, mine)  # a 30 s lease
+            await a.write([Write(job="backup", slot=T0, token=mine, give_up=True)])
+            await beat(a)  # a lives on: the claim is dead all the same
+            [expired] = await b.expired()
+            assert await b.take_over(expired, token=uuid4(), lease=LEASE)
+
+    run(test)
+
+
+def test_a_daemon_cut_off_while_another_started_as_its_node_is_told_to_stop(
+    dsn: str,
+) -> None:
+    async def test() -> None:
+        async with node(dsn, "a") as first:
+            await beat(first)
+            assert first._conn is not None
+            pid = await (await first._conn.execute("SELECT pg_backend_pid()")).fetchone()
+            with schema.connect(dsn) as admin:  # its session dies: the node's lock goes
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid[0] if pid else 0,))
+            async with node(dsn, "a") as second:
+                await second.heartbeat(
+                    tags=frozenset(), lease=LEASE, definitions="h1", running=0, capacity=4,
+                    joining=True,
+                )  # fmt: skip
+                with pytest.raises(Superseded, match="another cronplus daemon started as"):
+                    await beat(first)
+                await first.leave()  # leaves nothing of the other start's row
+                [row] = (await second.heartbeat(
+                    tags=frozenset(), lease=LEASE, definitions="h1", running=0, capacity=4,
+                )).live  # fmt: skip
+                assert row.incarnation == second.incarnation
+
+    run(test)

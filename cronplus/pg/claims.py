@@ -21,7 +21,15 @@ from uuid import UUID
 import psycopg
 
 from cronplus.clock import Clock
-from cronplus.cluster import Beat, Claimed, ClaimStatus, Expired, Write, reconnect_delay
+from cronplus.cluster import (
+    Beat,
+    Claimed,
+    ClaimStatus,
+    Expired,
+    Superseded,
+    Write,
+    reconnect_delay,
+)
 from cronplus.logs import EventLog
 from cronplus.model import Outcome, StateError
 from cronplus.pg import schema
@@ -111,7 +119,8 @@ class ClusterDb:
             sent = self._clock.now()
             row = await (await conn.execute(sql.HEARTBEAT, params)).fetchone()
             heard = self._clock.now()
-            assert row is not None  # an upsert ... RETURNING always has its row
+            if row is None:
+                raise Superseded(self._superseded())
             nodes = [node_row(row) for row in await (await conn.execute(NODES)).fetchall()]
             live = tuple(node for node in nodes if node.live)
             current, set_by = await cluster_definitions(conn, self.node, definitions, stamp=stamp)
@@ -269,8 +278,10 @@ class ClusterDb:
 
     async def leave(self) -> None:
         async def op(conn: AsyncConn) -> None:
-            await conn.execute(
-                "UPDATE nodes SET stopped_at = clock_timestamp() WHERE name = %s", (self.node,)
+            await conn.execute(  # only this start's row: another start may have joined
+                "UPDATE nodes SET stopped_at = clock_timestamp()"
+                " WHERE name = %s AND incarnation = %s",
+                (self.node, self.incarnation),
             )
 
         await self._run("leaving the cluster", op)
@@ -320,6 +331,14 @@ class ClusterDb:
         if first:
             raise StateError(message)
         self._log.error("node_name_taken", message, node=self.node)
+        # Its heartbeat then finds the other incarnation in the row, and the node stops.
+
+    def _superseded(self) -> str:
+        return (
+            f"another cronplus daemon started as node {self.node!r} of the cluster at"
+            f" {self.where} while this one was cut off from it; this one stops claiming"
+            " and exits (its claims are the other's to take over)"
+        )
 
     async def _run(
         self, action: str, op: Callable[[AsyncConn], Awaitable[T]], *, atomic: bool = True
@@ -403,7 +422,11 @@ async def _apply(conn: AsyncConn, write: Write, node: str) -> None:
             await cursor.executemany(schema.ADVANCE_LEDGER, write.ledger)
     if write.rewind:
         async with conn.cursor() as cursor:
-            await cursor.executemany(sql.REWIND_LEDGER, [(s, j) for j, s in write.rewind])
+            rows = [{"job": job, "slot": slot} for job, slot in write.rewind]
+            await cursor.executemany(sql.REWIND_LEDGER, rows)
+    if write.give_up and write.token is not None:
+        await conn.execute(sql.GIVE_UP, (write.job, write.slot, write.token))
+        return
     if write.begin is not None:
         attempt, started, pid = write.begin
         await conn.execute(sql.BEGIN, (attempt, started, pid, write.job, write.slot, write.token))

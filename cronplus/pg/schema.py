@@ -83,7 +83,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             # The modification time of the file whose definitions are the cluster's (or
             # the instant of a `cluster deploy`): a publication must be newer to replace it.
             "ALTER TABLE definitions ADD COLUMN stamp timestamptz",
-            "UPDATE definitions SET stamp = set_at",
+            # Any publication replaces the row a version 1 cluster left: the newest file
+            # of the nodes that start with this version becomes the cluster's.
+            "UPDATE definitions SET stamp = '-infinity'",
             "ALTER TABLE definitions ALTER COLUMN stamp SET NOT NULL",
             "ALTER TABLE definitions ADD COLUMN deployed boolean NOT NULL DEFAULT false",
         ),

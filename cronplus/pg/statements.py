@@ -18,8 +18,11 @@ HEARTBEAT = """
         clock_offset = excluded.clock_offset, refusing = excluded.refusing,
         incarnation = excluded.incarnation,
         started_at = CASE WHEN %(joining)s THEN excluded.started_at ELSE n.started_at END
+    WHERE %(joining)s OR n.incarnation IS NOT DISTINCT FROM excluded.incarnation
     RETURNING clock_timestamp()
 """
+"""No row back: another start of this node has joined since (it holds the node's lock,
+which this one lost with its connection): this one must stop."""
 CLAIM = """
     WITH busy AS (
         SELECT scheduled_at, node FROM claims
@@ -91,6 +94,12 @@ START = """
 """
 """The fence before an attempt starts: the claim is still this node's (nobody took it over:
 a takeover replaces the token), and its lease runs a whole lease from now."""
+GIVE_UP = """
+    UPDATE claims SET incarnation = NULL, lease_until = least(lease_until, clock_timestamp())
+    WHERE job = %s AND scheduled_at = %s AND token = %s AND status = 'running'
+"""
+"""A claim its node gives up unstarted (a shutdown, a start it could not confirm): dead at
+once, so a live node takes it over at its next heartbeat."""
 SET_STATUS = """
     UPDATE claims SET status = %s, lease_until = least(lease_until, clock_timestamp())
     WHERE job = %s AND scheduled_at = %s AND token = %s
@@ -106,7 +115,10 @@ CLAIM_ONCE = """
 """
 """A slot recorded once (skipped, missed) by whichever node comes first; ``token``: a claim
 of this node's whose answer never came (the on-time timeout) becomes the record."""
-REWIND_LEDGER = "UPDATE ledger SET slot = least(slot, %s - interval '1 microsecond') WHERE job = %s"
+REWIND_LEDGER = (
+    "INSERT INTO ledger (job, slot) VALUES (%(job)s, %(slot)s - interval '1 microsecond')"
+    " ON CONFLICT (job) DO UPDATE SET slot = least(ledger.slot, excluded.slot)"
+)
 """A slot that was waiting for its claim when its node stopped: the next start catches
 it up by the job's ``catchup`` (the ledger counts it not handled)."""
 BEGIN = (
