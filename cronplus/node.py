@@ -21,9 +21,6 @@ from uuid import UUID, uuid4
 from cronplus import plan
 from cronplus.clock import Clock, CorrectedClock
 from cronplus.cluster import (
-    CORRECTION_STEP,
-    MAX_CLOCK_SKEW,
-    Beat,
     ClaimStatus,
     ClusterDatabase,
     Expired,
@@ -31,8 +28,6 @@ from cronplus.cluster import (
     Superseded,
     Write,
     claim_delay,
-    clock_refusal,
-    definitions_hash,
     heartbeat_interval,
     interrupted_by_node_death,
     record_of_slot,
@@ -52,6 +47,7 @@ from cronplus.model import (
     iso_utc,
 )
 from cronplus.nodestore import NodeStore
+from cronplus.standing import Standing
 
 FRESH = 1 / 3
 """The share of a lease after a claim went in within which its first attempt starts on the
@@ -113,18 +109,11 @@ class Node:
         self._engine: Engine | None = None
         self._live: tuple[NodeView, ...] = ()
         self._held: dict[tuple[str, datetime], Held] = {}
-        self._refusal: str | None = None
-        """Why this node's job definitions keep it from claiming, if they do."""
-        self._clock_refusal: str | None = None
-        """Why this node's clock keeps it from claiming, if it does."""
-        self._measured: float | None = None
-        """The last measured offset of this node's clock to the database's, seconds."""
-        self._corrected = corrected
+        self._standing = Standing(db.node, log, corrected)
         self._outbox: list[Write] = []
         self._pending = asyncio.Event()
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._hashed: tuple[Crontab | None, str] = (None, "")
         self._given_up: list[tuple[str, datetime]] = []
         """Slots whose claim had not gone in when a shutdown cut the wait short."""
         self.store = NodeStore(self, ledger, outcomes, interrupted)
@@ -165,12 +154,12 @@ class Node:
     @property
     def refusal(self) -> str | None:
         """Why this node does not claim now (its definitions, its clock), or None."""
-        return self._refusal or self._clock_refusal
+        return self._standing.refusal
 
     @property
     def clock_offset(self) -> float:
         """Seconds this node's clock was ahead of the database's at its last heartbeat."""
-        return self._measured or 0.0
+        return self._standing.measured or 0.0
 
     @property
     def queued(self) -> tuple[Write, ...]:
@@ -411,7 +400,7 @@ class Node:
     def _superseded(self, why: str) -> None:
         """Another start of this node joined: claim nothing more, stop what runs, exit."""
         self.superseded = True
-        self._refusal = why
+        self._standing.definitions_refusal = why
         self._log.error("node_superseded", why, node=self.name)
         for held in list(self._held.values()):
             del self._held[(held.job, held.slot)]
@@ -444,7 +433,7 @@ class Node:
             await self._db.prune(keep=CLAIMS_KEEP)
 
     async def _beat(self, *, joining: bool = False, publish: bool = True) -> None:
-        mine = self._definitions()
+        mine = self._standing.hashed(self.crontab)
         beat = await self._db.heartbeat(
             tags=self.settings.tags,
             lease=self.settings.lease,
@@ -453,8 +442,8 @@ class Node:
             capacity=self.crontab.settings.max_concurrent,
             joining=joining,
             # A node whose clock is off publishes nothing: its file's time is suspect too.
-            stamp=None if self._clock_refusal or not publish else self._stamp(),
-            clock_offset=self._measured,
+            stamp=self._standing.stamp(self.crontab) if publish else None,
+            clock_offset=self._standing.measured,
             refusing=self.refusal,
         )
         # A node that refuses (its definitions, its clock) leaves the claim order: the
@@ -464,70 +453,11 @@ class Node:
             for row in beat.live
             if row.definitions == beat.definitions and row.refusing is None
         )
-        self._judge_clock(beat)
+        self._standing.judge_clock(beat)
         if publish:  # a beat that published nothing cannot tell who is newest
-            self._judge(beat, mine)
+            self._standing.judge_definitions(beat, mine)
         if self.on_beat is not None:
             self.on_beat(beat.clock_offset, self.refusal)
-
-    def _stamp(self) -> datetime | None:
-        """The file's modification time on the database's clock (as corrected)."""
-        modified = self.crontab.modified
-        if modified is None or self._corrected is None:
-            return modified
-        return modified - self._corrected.offset
-
-    def _definitions(self) -> str:
-        crontab = self.crontab
-        if self._hashed[0] is not crontab:
-            self._hashed = (crontab, definitions_hash(crontab.jobs))
-        return self._hashed[1]
-
-    def _judge_clock(self, beat: Beat) -> None:
-        """Follow the measured offset (within a step of noise); refuse past the bound."""
-        self._measured = beat.clock_offset
-        corrected = self._corrected
-        if corrected is not None:
-            applied = corrected.offset.total_seconds()
-            if abs(beat.clock_offset - applied) > max(beat.clock_error, CORRECTION_STEP):
-                corrected.offset = timedelta(seconds=beat.clock_offset)
-        refusal = clock_refusal(self.name, beat.clock_offset, beat.clock_error)
-        if (
-            refusal is not None
-            and refusal.split(":")[0] != (self._clock_refusal or "").split(":")[0]
-        ):
-            self._log.error("clock_skewed", refusal, clock_offset=round(beat.clock_offset, 3))
-        elif refusal is None and self._clock_refusal is not None:
-            self._log.info(
-                "clock_agrees",
-                f"node {self.name}: its clock is within {MAX_CLOCK_SKEW:g}s of the cluster"
-                " database's again; claiming",
-                clock_offset=round(beat.clock_offset, 3),
-            )
-        self._clock_refusal = refusal
-
-    def _judge(self, beat: Beat, mine: str) -> None:
-        """Refuse to claim while this node's job definitions differ from the cluster's."""
-        if beat.definitions == mine:
-            if self._refusal is not None:
-                self._log.info(
-                    "definitions_agree",
-                    f"node {self.name}: job definitions agree with the cluster again; claiming",
-                    definitions=mine[:12],
-                )
-            self._refusal = None
-            return
-        refusal = (
-            f"node {self.name} refuses to claim slots: its job definitions (hash {mine[:12]})"
-            f" differ from the cluster's ({beat.definitions[:12]}, set by node {beat.set_by},"
-            f" run by {', '.join(beat.holders) or 'no live node'}), which came from a newer"
-            " file or a `cronplus cluster deploy`; make the crontab files agree (only"
-            " settings.cluster.node and settings.cluster.tags may differ), or run"
-            " `cronplus cluster deploy` with this file to make it the cluster's"
-        )
-        if refusal != self._refusal:
-            self._log.error("definitions_differ", refusal, definitions=mine[:12])
-        self._refusal = refusal
 
     async def _renew(self) -> None:
         held = list(self._held.values())
