@@ -3,13 +3,15 @@
 #   make test   set up .venv and run the gates: ruff, mypy --strict, pytest
 #   make test-systemd  the shipped units under a real systemd 252 in a container (root;
 #               the first run makes its Debian root, 1 to 4 minutes, kept for later runs)
+#   make test-cluster  issue 21's faults on three real nodes over a private PostgreSQL
+#               (initdb, and libfaketime from Debian's faketime; about 3.5 minutes)
 #   make bench  cronplus beside yacron and Debian cron (root, 60 to 90 minutes)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-systemd lint typecheck pytest bench clean
+.PHONY: run test test-systemd test-cluster lint typecheck pytest bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "cronplus needs Python 3.11+")'
@@ -29,6 +31,9 @@ test: $(STAMP)
 
 test-systemd: $(STAMP)
 	$(BIN)/pytest -q -o timeout=900 tests_systemd
+
+test-cluster: $(STAMP)
+	$(BIN)/pytest -q -o timeout=300 tests_cluster
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
