@@ -85,6 +85,7 @@ def crontab(*, node: str | None, jobs: int, schedule: str, command: str) -> str:
             f'    schedule: "{schedule}"',
             "    timezone: UTC",
             "    overlap: allow",
+            "    inherit_env: [NODE]  # a job's environment is built: the node's name passed on",
             f"    command: '{command}'",
         ]
     return "\n".join(lines) + "\n"
