@@ -212,3 +212,19 @@ def test_a_daemon_cut_off_while_another_started_as_its_node_is_told_to_stop(
                 assert row.incarnation == second.incarnation
 
     run(test)
+
+
+def test_a_connection_without_the_nodes_lock_claims_nothing_until_it_has_it(dsn: str) -> None:
+    async def test() -> None:
+        async with node(dsn, "a") as a:
+            await beat(a)
+            assert a._conn is not None
+            await a._conn.execute("SELECT pg_advisory_unlock_all()")
+            a._locked = False  # as after a reconnect while its old session lingered on
+            with schema.connect(dsn) as holder:
+                holder.execute("SELECT pg_advisory_lock(%s, hashtext('a'))", (schema.LOCK_SPACE,))
+                assert await claimed(a, uuid4()) is None
+                holder.execute("SELECT pg_advisory_unlock_all()")
+            assert await claimed(a, uuid4()) is not None
+
+    run(test)

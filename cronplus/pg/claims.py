@@ -59,6 +59,8 @@ class ClusterDb:
         self._down_since: float | None = None
         self.connected_at = clock.monotonic()
         """Monotonic instant of the last (re)connection: takeovers wait a lease after it."""
+        self._locked = False
+        """This connection holds the node's advisory lock."""
         self.incarnation = uuid.uuid4()
         """This start of the node: its claims are dead once another start of it is live."""
 
@@ -165,6 +167,10 @@ class ClusterDb:
         }
 
         async def op(conn: AsyncConn) -> Claimed | None:
+            if not self._locked:  # a claim only under the node's lock (_lock_node)
+                await self._lock_node(conn, first=False, quiet=True)
+                if not self._locked:
+                    return None
             row = await (await conn.execute(sql.CLAIM, params)).fetchone()
             if row is None:
                 return None
@@ -312,13 +318,17 @@ class ClusterDb:
                 f" ({newer if version > schema.SCHEMA_VERSION else older})"
             )
 
-    async def _lock_node(self, conn: AsyncConn, *, first: bool) -> None:
+    async def _lock_node(self, conn: AsyncConn, *, first: bool, quiet: bool = False) -> None:
         """Hold the node's advisory lock: two daemons may not be one node."""
         cursor = await conn.execute(
             "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (LOCK_SPACE, self.node)
         )
         row = await cursor.fetchone()
         if row and row[0]:
+            self._locked = True
+            return
+        self._locked = False
+        if quiet:
             return
         holder = await (
             await conn.execute("SELECT host, pid FROM nodes WHERE name = %s", (self.node,))
@@ -330,8 +340,10 @@ class ClusterDb:
         )
         if first:
             raise StateError(message)
+        # Maybe this process's own earlier session, which the server has not yet seen die;
+        # until the lock is this connection's, the node claims nothing. If another start
+        # has it, this one's next heartbeat finds the row taken and the node stops.
         self._log.error("node_name_taken", message, node=self.node)
-        # Its heartbeat then finds the other incarnation in the row, and the node stops.
 
     def _superseded(self) -> str:
         return (
