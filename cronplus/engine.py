@@ -117,8 +117,16 @@ class Engine:
     # --- the timetable ----------------------------------------------------------------
 
     def load_jobs(self, *, now: datetime, ledger: Mapping[str, datetime]) -> None:
-        """Start scheduling every enabled job; a job the ledger knows resumes from it."""
+        """Start scheduling every enabled job; a job the ledger knows resumes from it.
+
+        A job the ledger does not know enters it now: if the daemon stops before the job's
+        first slot, the next start catches up the slots it missed meanwhile (with no row
+        they would count as never due)."""
         self._table.load(self.crontab.jobs, now=now, ledger=ledger)
+        jobs = self.crontab.jobs
+        entering = [(job.name, now) for job in jobs if job.enabled and job.name not in ledger]
+        if entering:
+            self._store.advance_ledger(entering)
 
     def next_due(self) -> datetime | None:
         """The earliest instant any job is due."""
@@ -500,6 +508,8 @@ class Engine:
             self._table.replace(new[name], now=now)
         for name in added:
             self._table.add(new[name], handled=now)
+        if added:  # as at a start: a new job is in the ledger from now
+            self._store.advance_ledger([(name, now) for name in added])
         self.crontab = crontab
         self._limiter.set_limit(crontab.settings.max_concurrent)
         return added, removed, changed
