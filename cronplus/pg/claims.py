@@ -429,12 +429,14 @@ class ClusterDb:
 
 
 async def _apply(conn: AsyncConn, write: Write, node: str) -> None:
+    # Rows in job order: every node's batch locks ledger rows in one order, so two nodes
+    # writing at once wait for each other instead of deadlocking (seen at a whole stop).
     if write.ledger:
         async with conn.cursor() as cursor:
-            await cursor.executemany(schema.ADVANCE_LEDGER, write.ledger)
+            await cursor.executemany(schema.ADVANCE_LEDGER, sorted(write.ledger))
     if write.rewind:
         async with conn.cursor() as cursor:
-            rows = [{"job": job, "slot": slot} for job, slot in write.rewind]
+            rows = [{"job": job, "slot": slot} for job, slot in sorted(write.rewind)]
             await cursor.executemany(sql.REWIND_LEDGER, rows)
     if write.give_up and write.token is not None:
         await conn.execute(sql.GIVE_UP, (write.job, write.slot, write.token))
