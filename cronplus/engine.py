@@ -353,8 +353,8 @@ class Engine:
         await self._limiter.acquire()
         hide = self._redactor(job)
         try:
-            confirm = run.claim.confirm(attempt, waited=run.waited) if run.claim else None
-            if confirm is not None and await confirm is not None:
+            claim = run.claim  # set by _claimed before any attempt
+            if claim is not None and await claim.confirm(attempt, waited=run.waited) is not None:
                 raise _Fenced
             run.started_at = started_at = self._clock.now()
             command = command_for(job, slot, attempt, self._base_env)

@@ -276,7 +276,7 @@ class Node:
             f"node {self.name} no longer holds slot {iso_utc(held.slot)}: its lease ran out"
             " and another node took the slot over"
         )
-        while self._held.get((held.job, held.slot)) is held:
+        while self._holds(held):
             asked = self._clock.monotonic(), self._clock.now()
             try:  # an outage is waited out only while the lease could still be ours
                 async with asyncio.timeout(lease.total_seconds()):
@@ -290,20 +290,13 @@ class Node:
                     f" {iso_utc(held.slot)} within a lease (the database did not answer);"
                     " it gives the slot up to the other nodes"
                 )
-                self.abandon(held)
-                self._log.warning(
-                    "lease_lost",
-                    f"job {held.job}: {why}; attempt {attempt} not started",
-                    job=held.job,
-                    scheduled_at=iso_utc(held.slot),
-                )
+                self._fence(held, why, attempt=attempt, give_up=True)
                 return why
             if not mine:
                 break
             if self._within(asked, 0.5):  # not paused between the answer and now
                 return None
-        if self._held.get((held.job, held.slot)) is held:  # else renewing found it first
-            self._fence(held, why, attempt=attempt)
+        self._fence(held, why, attempt=attempt)
         return why
 
     def _within(self, since: tuple[float, datetime], share: float) -> bool:
@@ -314,10 +307,14 @@ class Node:
         wall = (self._clock.now() - since[1]).total_seconds()
         return max(monotonic, wall) < limit and wall > -limit
 
-    def _fence(self, held: Held, why: str, *, attempt: int | None = None) -> None:
-        """This node lost ``held``: forget it, stop what of its slot runs or waits here."""
-        if self._held.get((held.job, held.slot)) is held:
-            del self._held[(held.job, held.slot)]
+    def _fence(
+        self, held: Held, why: str, *, attempt: int | None = None, give_up: bool = False
+    ) -> None:
+        """This node lost ``held`` (or gives it up, ``give_up``): forget it, say so, and
+        stop what of its slot runs or waits here. Nothing when it is forgotten already
+        (renewing or confirming found it first)."""
+        if not (self.abandon(held) if give_up else self._drop(held)):
+            return
         what = f"attempt {attempt} not started" if attempt else "its run here is fenced off"
         self._log.warning(
             "lease_lost",
@@ -329,16 +326,27 @@ class Node:
             self._engine.fence_slot(held.job, held.slot, reason=why)
 
     def release(self, held: Held, status: ClaimStatus) -> None:
-        if self._held.get((held.job, held.slot)) is held:
-            del self._held[(held.job, held.slot)]
+        if self._drop(held):
             self.queue(Write(job=held.job, slot=held.slot, token=held.token, claim_status=status))
 
-    def abandon(self, held: Held) -> None:
+    def abandon(self, held: Held) -> bool:
         """Give ``held`` up unstarted (a shutdown, a start not confirmed, a crash): its
-        claim is dead at once, and a live node takes it over at its next heartbeat."""
-        if self._held.get((held.job, held.slot)) is held:
-            del self._held[(held.job, held.slot)]
-            self.queue(Write(job=held.job, slot=held.slot, token=held.token, give_up=True))
+        claim is dead at once, and a live node takes it over at its next heartbeat.
+        False when this node no longer held it."""
+        if not self._drop(held):
+            return False
+        self.queue(Write(job=held.job, slot=held.slot, token=held.token, give_up=True))
+        return True
+
+    def _holds(self, held: Held) -> bool:
+        return self._held.get((held.job, held.slot)) is held
+
+    def _drop(self, held: Held) -> bool:
+        """Forget ``held``; False when it was forgotten (or replaced) already."""
+        if not self._holds(held):
+            return False
+        del self._held[(held.job, held.slot)]
+        return True
 
     def held(self, job: str, slot: datetime) -> Held | None:
         return self._held.get((job, slot))
@@ -463,13 +471,13 @@ class Node:
         held = list(self._held.values())
         answers = await self._db.renew(tokens=[h.token for h in held], lease=self.settings.lease)
         for claim in held:
-            if claim.token not in answers and self._held.get((claim.job, claim.slot)) is claim:
+            if claim.token not in answers:
                 why = (
                     f"the lease of node {self.name} on slot {iso_utc(claim.slot)} ran out and"
                     " another node took the slot over"
                 )
                 self._fence(claim, why)
-            elif (asked := answers.get(claim.token)) and self._engine is not None:
+            elif (asked := answers[claim.token]) and self._engine is not None:
                 self._engine.stop_slot(claim.job, claim.slot, reason=asked)
 
     def _settled(self) -> bool:

@@ -54,7 +54,7 @@ class Standing:
         while this node's clock is refused: its file's time is suspect too."""
         modified = crontab.modified
         if modified is None or self.clock_refusal is not None:
-            return None if self.clock_refusal else modified
+            return None
         return modified - self._corrected.offset if self._corrected else modified
 
     def judge_clock(self, beat: Beat) -> None:
