@@ -1,6 +1,6 @@
 # Two commands on a fresh machine with Python 3.11+ and make:
 #   make run    set up .venv and start the daemon on the sample crontab.yaml
-#   make test   set up .venv and run the gates: ruff, mypy --strict, pytest
+#   make test   set up .venv and run the gates: ruff, mypy --strict, lint-imports, pytest
 #   make test-systemd  the shipped units under a real systemd 252 in a container (root;
 #               the first run makes its Debian root, 1 to 4 minutes, kept for later runs)
 #   make test-cluster  issue 21's faults on three real nodes over a private PostgreSQL
@@ -27,6 +27,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest -q -n 2
 
 test-systemd: $(STAMP)

@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gen import crontab_text
 
-from cronplus import config
-from cronplus.schedule import Schedule
+from cronplus.config import loader
+from cronplus.core.schedule import Schedule
 
 
 def timed(fn: Callable[[], object], repeats: int) -> list[float]:
@@ -46,7 +46,7 @@ def cli(path: Path, *args: str) -> None:
 
 
 def in_process_next(path: Path) -> None:
-    tab = config.load(path)
+    tab = loader.load(path)
     now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
     for job in tab.jobs:
         Schedule.parse(job.schedule, zone=job.timezone, job_name=job.name).next_after(now)
@@ -55,7 +55,7 @@ def in_process_next(path: Path) -> None:
 def measure(n: int, path: Path, repeats: int) -> tuple[object, ...]:
     return (
         n,
-        fmt(timed(lambda: config.load(path), repeats)),
+        fmt(timed(lambda: loader.load(path), repeats)),
         fmt(timed(lambda: in_process_next(path), repeats)),
         fmt(timed(lambda: cli(path, "validate"), repeats)),
         fmt(timed(lambda: cli(path, "next", "-n", "1", "--json"), repeats)),

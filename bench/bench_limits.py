@@ -23,8 +23,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cronplus.model import Limits
-from cronplus.runner import Command, Runner
+from cronplus.core.model import Limits
+from cronplus.run.runner import Command, Runner
 
 Timing = tuple[float, float, float]
 """Seconds until the last start, until all were reaped, and children's CPU per start (ms)."""

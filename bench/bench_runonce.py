@@ -51,14 +51,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_spawn import WAYS, raise_fd_limit
 from gen import crontab_text
 
-from cronplus import config, logs
 from cronplus.clock import SystemClock
-from cronplus.engine import Engine
-from cronplus.model import LogFormat, iso_utc
-from cronplus.plan import first_in_minute
-from cronplus.runner import Command, Runner, RunningProcess
-from cronplus.state import SqliteStore
-from cronplus.timetable import compile_job
+from cronplus.config import loader
+from cronplus.core.model import LogFormat, iso_utc
+from cronplus.core.plan import first_in_minute
+from cronplus.engine.engine import Engine
+from cronplus.engine.timetable import compile_job
+from cronplus.observe import logs
+from cronplus.run.runner import Command, Runner, RunningProcess
+from cronplus.state.sqlite import SqliteStore
 
 BENCH = Path(__file__).resolve().parent
 STAMP_SOURCE = BENCH / "stamp.c"
@@ -317,7 +318,7 @@ def engine_burst(folder: Path, n: int, program: str) -> Measure:
     path = folder / "crontab.yaml"
     path.write_text(rewritten(crontab_text(n), schedule=every_minute, argv=(program,)))
     env = bench_env(folder / "state")
-    crontab = config.load(path, env=env)
+    crontab = loader.load(path, env=env)
     clock = SystemClock()
     now = clock.now()
     slots = [(job, first_in_minute(compile_job(job), now)) for job in crontab.jobs]

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cronplus.runner import Command, Runner
+from cronplus.run.runner import Command, Runner
 
 Timing = tuple[float, float]
 """Seconds from the first start until the last child was started, and until all were reaped."""

@@ -15,7 +15,7 @@ flight before any is reaped:
 - ``pipes, read ends closed``: the same pipes, read ends closed at once: the descriptor
   table stays small;
 - ``pipes, read ends parked``: the read ends kept, but parked outside the table every
-  ``parking.BATCH`` of them, as the runner does in a burst (cronplus/parking.py), and taken
+  ``parking.BATCH`` of them, as the runner does in a burst (cronplus/run/parking.py), and taken
   back after the last start;
 - ``pipes + 2,000 open files``: as the last, beside 2,000 other open descriptors: what a
   large table costs each ``vfork``, which copies it;
@@ -42,7 +42,7 @@ from pathlib import Path
 from bench_runonce import DEFAULT_BUILD_DIR, build_stamp, markdown_table
 from bench_spawn import raise_fd_limit
 
-from cronplus.parking import BATCH, Parking
+from cronplus.run.parking import BATCH, Parking
 
 Started = tuple[subprocess.Popen[bytes], int | None, int | None]
 

@@ -1,5 +1,5 @@
 """``python -m cronplus``: the same as the ``cronplus`` command."""
 
-from cronplus.cli import run
+from cronplus.cli.main import run
 
 run()

@@ -1,6 +1,6 @@
 """A brute-force reference for cron schedules: slow, plain and obviously correct.
 
-It shares no code with ``cronplus.schedule``. It follows the rules in docs/schedules.md
+It shares no code with ``cronplus.core.schedule``. It follows the rules in docs/schedules.md
 literally: it steps real instants one minute (or one second) at a time through a window,
 reads the zone's wall clock at each step, and fires
 

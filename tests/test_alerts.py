@@ -11,13 +11,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from cronplus import config
-from cronplus.alertconfig import listen_address
-from cronplus.alerts import AlertBook
 from cronplus.clock import FakeClock
-from cronplus.engine import Engine
-from cronplus.logs import EventLog
-from cronplus.model import (
+from cronplus.config import loader
+from cronplus.config.alerting import listen_address
+from cronplus.core.model import (
     AlertKind,
     ConfigError,
     Crontab,
@@ -31,10 +28,13 @@ from cronplus.model import (
     Settings,
     SmtpSecurity,
 )
-from cronplus.notifiers import Dispatcher, RecordingNotifier, Route
-from cronplus.observe import AlertRelay
-from cronplus.runner import Runner
-from cronplus.state import SqliteStore
+from cronplus.daemon.observatory import AlertRelay
+from cronplus.engine.engine import Engine
+from cronplus.observe.alerts import AlertBook
+from cronplus.observe.logs import EventLog
+from cronplus.observe.notifiers import Dispatcher, RecordingNotifier, Route
+from cronplus.run.runner import Runner
+from cronplus.state.sqlite import SqliteStore
 
 T0 = datetime(2026, 3, 8, 7, 0, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -339,7 +339,7 @@ jobs:
 
 
 def load(text: str) -> Crontab:
-    return config.loads(text, path=Path("/etc/cronplus/crontab.yaml"), env={"HOME": "/root"})
+    return loader.loads(text, path=Path("/etc/cronplus/crontab.yaml"), env={"HOME": "/root"})
 
 
 def test_every_alert_key_loads_into_the_model() -> None:

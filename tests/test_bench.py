@@ -41,8 +41,8 @@ from bench_runonce import (
 )
 from gen import EXPRESSIONS, ZONES, crontab_text
 
-from cronplus import config
-from cronplus.schedule import Schedule
+from cronplus.config import loader
+from cronplus.core.schedule import Schedule
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 SPREAD = re.compile(r"^\d+\.\d+ \(\d+\.\d+–\d+\.\d+\)$")
@@ -190,7 +190,7 @@ def test_the_floors_read_a_check_against_the_target_for_its_size(
     assert check_target(n) == target
 
 
-def loader(program: Path) -> bool:
+def names_a_loader(program: Path) -> bool:
     """Whether a 64-bit ELF program names a loader (a ``PT_INTERP`` header): is dynamic."""
     data = program.read_bytes()
     (offset,), (size, count) = (
@@ -207,7 +207,7 @@ def test_a_static_build_is_never_a_dynamic_one_made_before(tmp_path: Path) -> No
     dynamic = build_c(BENCH / "stamp.c", tmp_path)
     static = build_c(BENCH / "stamp.c", tmp_path, static=True)
     assert static != dynamic
-    assert loader(dynamic) and not loader(static)
+    assert names_a_loader(dynamic) and not names_a_loader(static)
     built = static.stat().st_mtime_ns
     assert build_c(BENCH / "stamp.c", tmp_path, static=True) == static  # up to date: kept
     assert static.stat().st_mtime_ns == built
@@ -307,7 +307,7 @@ def test_rewritten_keeps_generated_jobs_and_zones_with_new_schedules_and_command
 ) -> None:
     env = {"XDG_STATE_HOME": str(tmp_path)}
     text = crontab_text(40)
-    generated = config.loads(text, path=tmp_path / "gen.yaml", env=env)
+    generated = loader.loads(text, path=tmp_path / "gen.yaml", env=env)
     seen: list[tuple[str, str]] = []
 
     def schedule(old: str, zone: ZoneInfo) -> str:
@@ -316,7 +316,7 @@ def test_rewritten_keeps_generated_jobs_and_zones_with_new_schedules_and_command
 
     path = tmp_path / "crontab.yaml"
     path.write_text(rewritten(text, schedule=schedule, argv=("/a b", "c")))
-    crontab = config.load(path, env=env)
+    crontab = loader.load(path, env=env)
     assert seen == [(job.schedule, job.timezone.key) for job in generated.jobs]
     assert [(job.name, job.timezone) for job in crontab.jobs] == [
         (job.name, job.timezone) for job in generated.jobs

@@ -38,8 +38,8 @@ from peers import (
 from peers_report import Check, Idle, Results, load, report, targets_table
 from test_bench import SPREAD, column, tables
 
-from cronplus import config
-from cronplus.schedule import Schedule
+from cronplus.config import loader
+from cronplus.core.schedule import Schedule
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -192,7 +192,7 @@ def test_the_jobs_are_the_same_on_every_call_and_every_daemon_reads_their_expres
 
 
 def read_cronplus(folder: Path) -> list[tuple[str, str, str, tuple[str, ...]]]:
-    crontab = config.load(folder / "crontab.yaml", env={"XDG_STATE_HOME": str(folder)})
+    crontab = loader.load(folder / "crontab.yaml", env={"XDG_STATE_HOME": str(folder)})
     return [(j.name, j.schedule, j.timezone.key, tuple(j.argv)) for j in crontab.jobs]
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cronplus import cgroups
+from cronplus.host import cgroups
 
 
 def unified(root: Path, top: str, user: str | None = None) -> Path:

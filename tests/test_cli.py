@@ -281,7 +281,7 @@ def test_service_install_writes_a_user_unit_with_absolute_paths(cronplus: Cronpl
 
 EXITING = """\
 import atexit, sys, threading, time
-from cronplus.cli import run
+from cronplus.cli.main import run
 atexit.register(lambda: print("atexit ran", flush=True))
 if sys.argv[1] == "thread":  # still at work when the command is done
     threading.Thread(target=lambda: (time.sleep(0.5), print("thread done"))).start()

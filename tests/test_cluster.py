@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from cronplus.cluster import (
+from cronplus.cluster.decisions import (
     PREFERENCE_DELAY,
     RECONNECT_MAX,
     NodeView,
@@ -21,7 +21,7 @@ from cronplus.cluster import (
     rendezvous,
     runs_here,
 )
-from cronplus.model import Job, Overlap, RetryPolicy
+from cronplus.core.model import Job, Overlap, RetryPolicy
 
 T0 = datetime(2026, 3, 8, 7, 0, tzinfo=UTC)
 NODES = ["a", "b", "c"]

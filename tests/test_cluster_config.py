@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from cronplus.config import loads
-from cronplus.model import ClusterSettings, ConfigError
+from cronplus.config.loader import loads
+from cronplus.core.model import ClusterSettings, ConfigError
 
 SECRET = "postgresql://cron:pa55-w0rd@db.internal:5432/cron"
 ENV = {"HOME": "/home/op", "TZ": "UTC", "CRONPLUS_DSN": SECRET}
@@ -149,7 +149,7 @@ def test_the_dsn_never_shows_in_an_error_or_a_repr(tmp_path: Path) -> None:
 WITHOUT_PSYCOPG = """\
 import sys
 sys.modules["psycopg"] = None  # what find_spec sees where the extra is not installed
-from cronplus.cli import main
+from cronplus.cli.main import main
 main(sys.argv[1:])
 """
 
@@ -209,7 +209,7 @@ def test_a_uri_password_libpq_would_misread_is_refused_without_showing_it(
 
 
 def test_cluster_status_and_errors_never_show_a_misread_password() -> None:
-    from cronplus.pg.schema import describe_dsn
+    from cronplus.cluster.pg.schema import describe_dsn
 
     shown = describe_dsn("postgresql://cron:pa/ss-9f@db.internal/cron")
 

@@ -21,8 +21,8 @@ import pytest
 from conftest import Cronplus, Daemon, clean_env, postgres_missing
 from privatepg import PrivateServer
 
-from cronplus.model import Outcome
-from cronplus.pg.store import PgStore
+from cronplus.cluster.pg.store import PgStore
+from cronplus.core.model import Outcome
 
 WINDOW_S = 8.0
 """How long the exact-once run lasts once every node is live."""

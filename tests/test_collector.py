@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cronplus import collector
+from cronplus.core import collector
 
 
 @pytest.fixture(autouse=True)

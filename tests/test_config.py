@@ -1,4 +1,4 @@
-"""config.py: YAML crontab text to a ``Crontab``, or every problem with its place."""
+"""cronplus.config.loader: YAML crontab text to a ``Crontab``, or every problem with its place."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cronplus.config import default_state, host_zone, load, loads, parse_duration
-from cronplus.model import (
+from cronplus.config.loader import default_state, host_zone, load, loads, parse_duration
+from cronplus.core.model import (
     Catchup,
     ConfigError,
     Crontab,
@@ -23,7 +23,7 @@ from cronplus.model import (
     ScheduleError,
     Settings,
 )
-from cronplus.schedule import Schedule
+from cronplus.core.schedule import Schedule
 
 FOLDER = Path("/srv/cron")
 PATH = FOLDER / "crontab.yaml"

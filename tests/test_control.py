@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sockets import closed_by_server, wait_until
 
-from cronplus.control import (
+from cronplus.observe.control import (
     MAX_REQUEST,
     ControlBounds,
     ControlHandler,
@@ -26,7 +26,7 @@ from cronplus.control import (
     format_status,
     socket_path,
 )
-from cronplus.logs import EventLog
+from cronplus.observe.logs import EventLog
 
 
 class Answers:

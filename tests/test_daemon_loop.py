@@ -16,15 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from cronplus import collector, config
 from cronplus.clock import Clock, FakeClock, SystemClock
-from cronplus.control import socket_path
-from cronplus.daemon import Daemon
-from cronplus.engine import SlotRun
-from cronplus.logs import LOGGER_NAME
-from cronplus.model import CronplusError
-from cronplus.runner import Command, Runner, RunningProcess
-from cronplus.state import SqliteStore
+from cronplus.config import loader
+from cronplus.core import collector
+from cronplus.core.model import CronplusError
+from cronplus.daemon.loop import Daemon
+from cronplus.engine.slotrun import SlotRun
+from cronplus.observe.control import socket_path
+from cronplus.observe.logs import LOGGER_NAME
+from cronplus.run.runner import Command, Runner, RunningProcess
+from cronplus.state.sqlite import SqliteStore
 
 IDLE = "jobs:\n  later:\n    schedule: '0 0 1 1 *'\n    timezone: UTC\n    command: ['true']\n"
 EVERY_SECOND = "jobs:\n  soon:\n    schedule: '* * * * * *'\n    command: ['true']\n"
@@ -38,7 +39,7 @@ def daemon_on(
     path = tmp_path / "crontab.yaml"
     path.write_text(f"settings:\n  state: {tmp_path / 'state.db'}\n{text}")
     env = {"PATH": os.environ["PATH"], **(env or {})}
-    crontab = config.load(path, env=env)
+    crontab = loader.load(path, env=env)
     store = SqliteStore.open(crontab.settings.state)
     return Daemon(path, crontab, store=store, clock=clock or SystemClock(), env=env)
 

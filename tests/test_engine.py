@@ -14,13 +14,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from cronplus.admission import LocalGate, SlotClaim
 from cronplus.clock import FakeClock
-from cronplus.command import Command
-from cronplus.engine import Engine
-from cronplus.events import NoEvents
-from cronplus.logs import LOGGER_NAME, EventLog
-from cronplus.model import (
+from cronplus.core.model import (
     Catchup,
     Crontab,
     Job,
@@ -32,8 +27,13 @@ from cronplus.model import (
     Slot,
     StateError,
 )
-from cronplus.runner import Runner, RunningProcess
-from cronplus.state import SqliteStore
+from cronplus.engine.admission import LocalGate, SlotClaim
+from cronplus.engine.engine import Engine
+from cronplus.engine.events import NoEvents
+from cronplus.observe.logs import LOGGER_NAME, EventLog
+from cronplus.run.command import Command
+from cronplus.run.runner import Runner, RunningProcess
+from cronplus.state.sqlite import SqliteStore
 
 S = timedelta(seconds=1)
 UTCZ = ZoneInfo("UTC")

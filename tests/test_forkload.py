@@ -1,5 +1,5 @@
 """The daemon's first load runs in a forked child (``forkload``, ``runner.call_in_child``):
-the same ``Crontab`` or the same errors as ``config.load``, computed elsewhere, and computed
+the same ``Crontab`` or the same errors as ``loader.load``, computed elsewhere, and computed
 here whenever the child cannot be trusted."""
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from cronplus import config, forkload
-from cronplus.model import ConfigError
-from cronplus.runner import call_in_child
+from cronplus.config import loader
+from cronplus.core.model import ConfigError
+from cronplus.daemon import forkload
+from cronplus.run.runner import call_in_child
 
 RICH = """\
 settings:
@@ -71,7 +72,7 @@ def write(folder: Path, text: str) -> Path:
 
 def test_a_crontab_loaded_in_a_child_equals_one_loaded_here(env: Path) -> None:
     path = write(env, RICH)
-    here = config.load(path)
+    here = loader.load(path)
     apart = forkload.load(path)
     assert apart == here
     assert [job.name for job in apart.jobs] == ["backup", "report", "ping"]
@@ -81,7 +82,7 @@ def test_a_crontab_loaded_in_a_child_equals_one_loaded_here(env: Path) -> None:
 def test_a_bad_crontab_raises_the_same_errors_from_the_child(env: Path) -> None:
     path = write(env, BROKEN)
     with pytest.raises(ConfigError) as here:
-        config.load(path)
+        loader.load(path)
     with pytest.raises(ConfigError) as apart:
         forkload.load(path)
     assert apart.value.issues == here.value.issues

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from cronplus.inflight import InFlight, Started
-from cronplus.model import StateError
-from cronplus.sqlite_store import SqliteStore
+from cronplus.core.model import StateError
+from cronplus.engine.inflight import InFlight, Started
+from cronplus.state.sqlite import SqliteStore
 
 T0 = datetime(2026, 3, 8, 7, 0, tzinfo=UTC)
 

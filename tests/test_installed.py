@@ -36,8 +36,12 @@ def test_the_wheel_holds_every_file_of_the_package_folder() -> None:
         inside = {name for name in wheel.namelist() if name.startswith("cronplus/")}
 
     assert package_files() - inside == set()
-    assert {"cronplus/pg/store.py", "cronplus/cronplus.schema.json", "cronplus/py.typed"} <= inside
-    assert {f"cronplus/service_templates/{name}" for name in ("cronplus.service",)} <= inside
+    assert {
+        "cronplus/cluster/pg/store.py",
+        "cronplus/config/cronplus.schema.json",
+        "cronplus/py.typed",
+    } <= inside
+    assert {f"cronplus/daemon/service_templates/{name}" for name in ("cronplus.service",)} <= inside
 
 
 class Operator:

@@ -16,9 +16,9 @@ import installed
 import pytest
 from conftest import clean_env
 
-from cronplus import journal, logs
-from cronplus.logs import EventLog
-from cronplus.model import LogFormat
+from cronplus.core.model import LogFormat
+from cronplus.observe import journal, logs
+from cronplus.observe.logs import EventLog
 
 
 def parse(datagram: bytes) -> dict[str, str]:

@@ -34,15 +34,15 @@ def ruff(path: Path) -> subprocess.CompletedProcess[str]:
 def test_the_pure_core_may_not_read_the_clock_sleep_or_start_processes(
     name: str, tmp_path: Path
 ) -> None:
-    probe = tmp_path / "cronplus" / "engine.py"
-    probe.parent.mkdir()
+    probe = tmp_path / "cronplus" / "engine" / "engine.py"
+    probe.parent.mkdir(parents=True)
     probe.write_text(PROBES[name])
     done = ruff(probe)
     assert done.returncode == 1
     assert "TID251" in done.stdout
 
 
-@pytest.mark.parametrize("module", ["clock.py", "runner.py"])
+@pytest.mark.parametrize("module", ["clock.py", "run/runner.py"])
 def test_only_the_clock_and_the_runner_are_exempt(module: str) -> None:
     done = ruff(ROOT / "cronplus" / module)
     assert done.returncode == 0, done.stdout

@@ -11,8 +11,8 @@ from pathlib import Path
 from test_engine import crontab, engine, job, utc
 
 from cronplus.clock import FakeClock
-from cronplus.model import Catchup, Crontab, Outcome
-from cronplus.state import SqliteStore
+from cronplus.core.model import Catchup, Crontab, Outcome
+from cronplus.state.sqlite import SqliteStore
 
 
 def started_at(tmp_path: Path, tab: Crontab, at: str) -> list[tuple[str, Outcome]]:

@@ -32,9 +32,9 @@ from test_runner import (
     subreaper,
 )
 
-from cronplus import limit_exec, limits
-from cronplus.model import Account, Limits, Outcome
-from cronplus.runner import Command, ProcessResult, Runner
+from cronplus.core.model import Account, Limits, Outcome
+from cronplus.run import limit_exec, limits
+from cronplus.run.runner import Command, ProcessResult, Runner
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="limits are enforced on Linux")
 __all__ = ["subreaper"]  # a fixture, used by name

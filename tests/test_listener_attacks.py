@@ -30,9 +30,9 @@ import pytest
 from attacker import Attacker
 from conftest import Cronplus, Daemon
 
-from cronplus.control import ControlServer, socket_path
-from cronplus.logs import EventLog
-from cronplus.model import CronplusError
+from cronplus.core.model import CronplusError
+from cronplus.observe.control import ControlServer, socket_path
+from cronplus.observe.logs import EventLog
 
 SYSTEMD_NOFILE = 1024
 """The soft RLIMIT_NOFILE a service gets from systemd unless its unit says otherwise."""

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from conftest import Cronplus
 
-from cronplus.logs import (
+from cronplus.observe.logs import (
     THROTTLE_EVERY,
     EventLog,
     JsonFormatter,

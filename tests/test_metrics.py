@@ -25,10 +25,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sockets import closed_by_server, wait_until
 
 from cronplus.clock import FakeClock, SystemClock
-from cronplus.httplistener import HttpBounds
-from cronplus.logs import EventLog
-from cronplus.metrics import STALE_AFTER, Metrics, MetricsServer
-from cronplus.model import Job, ListenAddress, Outcome, RunResult, Slot
+from cronplus.core.model import Job, ListenAddress, Outcome, RunResult, Slot
+from cronplus.observe.httplistener import HttpBounds
+from cronplus.observe.logs import EventLog
+from cronplus.observe.metrics import STALE_AFTER, Metrics, MetricsServer
 
 T0 = datetime(2026, 3, 8, 7, 0, tzinfo=UTC)
 NAMES = {

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from cronplus.clock import FakeClock
-from cronplus.cluster import (
+from cronplus.cluster.decisions import (
     PREFERENCE_DELAY,
     Beat,
     Claimed,
@@ -26,10 +26,10 @@ from cronplus.cluster import (
     definitions_hash,
     rendezvous,
 )
-from cronplus.logs import EventLog
-from cronplus.model import ClusterSettings, Crontab, Job, Outcome, Overlap, RunResult, Settings
-from cronplus.node import Node
-from cronplus.plan import ON_TIME
+from cronplus.cluster.node import Node
+from cronplus.core.model import ClusterSettings, Crontab, Job, Outcome, Overlap, RunResult, Settings
+from cronplus.core.plan import ON_TIME
+from cronplus.observe.logs import EventLog
 
 T0 = datetime(2026, 3, 8, 7, 0, tzinfo=UTC)
 JOB = Job(name="backup", schedule="*/2 * * * * *", timezone=ZoneInfo("UTC"), command=("true",))

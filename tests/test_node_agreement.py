@@ -13,10 +13,10 @@ import pytest
 from test_node import JOB, T0, FakeDb, crontab, row, run
 
 from cronplus.clock import CorrectedClock, FakeClock
-from cronplus.cluster import MAX_CLOCK_SKEW, NodeView, definitions_hash
-from cronplus.logs import EventLog
-from cronplus.model import Crontab, Job
-from cronplus.node import Node
+from cronplus.cluster.decisions import MAX_CLOCK_SKEW, NodeView, definitions_hash
+from cronplus.cluster.node import Node
+from cronplus.core.model import Crontab, Job
+from cronplus.observe.logs import EventLog
 
 
 def corrected_node(db: FakeDb, table: Crontab | None = None) -> tuple[Node, CorrectedClock]:

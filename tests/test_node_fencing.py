@@ -17,12 +17,12 @@ import pytest
 from test_node import JOB, T0, FakeDb, crontab, run
 
 from cronplus.clock import FakeClock
-from cronplus.cluster import Claimed, ClaimStatus, Expired
-from cronplus.engine import Engine
-from cronplus.logs import EventLog
-from cronplus.model import Job, Outcome, RetryPolicy, RunResult
-from cronplus.node import Node
-from cronplus.runner import Runner
+from cronplus.cluster.decisions import Claimed, ClaimStatus, Expired
+from cronplus.cluster.node import Node
+from cronplus.core.model import Job, Outcome, RetryPolicy, RunResult
+from cronplus.engine.engine import Engine
+from cronplus.observe.logs import EventLog
+from cronplus.run.runner import Runner
 
 S = timedelta(seconds=1)
 

@@ -16,10 +16,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from loopback import HttpRecorder, SmtpRecorder, make_certificate
 
-from cronplus.alerts import Alert
 from cronplus.clock import FakeClock
-from cronplus.logs import LOGGER_NAME, EventLog
-from cronplus.model import (
+from cronplus.core.model import (
     AlertKind,
     Delivery,
     Job,
@@ -29,7 +27,9 @@ from cronplus.model import (
     SmtpSecurity,
     SmtpSettings,
 )
-from cronplus.notifiers import (
+from cronplus.observe.alerts import Alert
+from cronplus.observe.logs import LOGGER_NAME, EventLog
+from cronplus.observe.notifiers import (
     CommandNotifier,
     DeliveryError,
     Dispatcher,
@@ -39,8 +39,8 @@ from cronplus.notifiers import (
     Route,
     WebhookNotifier,
 )
-from cronplus.pings import Pinger, failure_body, ping_address, rid
-from cronplus.runner import Runner
+from cronplus.observe.pings import Pinger, failure_body, ping_address, rid
+from cronplus.run.runner import Runner
 
 T0 = datetime(2026, 3, 8, 7, 0, tzinfo=UTC)
 FAST = Delivery(timeout=timedelta(seconds=0.3), retries=2, retry_delay=timedelta(seconds=0.01))

@@ -15,7 +15,7 @@ from conftest import Cronplus, Daemon
 from loopback import HttpRecorder
 from prometheus_client.parser import text_string_to_metric_families
 
-from cronplus.control import socket_path
+from cronplus.observe.control import socket_path
 
 SLOW = '  slow:\n    schedule: "*/2 * * * * *"\n    timezone: UTC\n    command: "sleep 1.5"\n'
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from descriptors import limit_descriptors
 
-from cronplus.parking import HEADROOM, LOST, Parking, open_descriptors
+from cronplus.run.parking import HEADROOM, LOST, Parking, open_descriptors
 
 pytestmark = pytest.mark.skipif(
     sys.platform != "linux" or open_descriptors() == 0,

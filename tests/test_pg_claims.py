@@ -15,12 +15,12 @@ import psycopg
 import pytest
 
 from cronplus.clock import SystemClock
-from cronplus.cluster import ClaimStatus, Write
-from cronplus.logs import EventLog
-from cronplus.model import Outcome, RunResult, StateError
-from cronplus.pg.claims import ClusterDb
-from cronplus.pg.schema import SCHEMA_VERSION, migrate
-from cronplus.pg.store import PgStore, cluster_status
+from cronplus.cluster.decisions import ClaimStatus, Write
+from cronplus.cluster.pg.claims import ClusterDb
+from cronplus.cluster.pg.schema import SCHEMA_VERSION, migrate
+from cronplus.cluster.pg.store import PgStore, cluster_status
+from cronplus.core.model import Outcome, RunResult, StateError
+from cronplus.observe.logs import EventLog
 
 T0 = datetime(2026, 3, 8, 7, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=30)

@@ -12,12 +12,12 @@ from uuid import UUID, uuid4
 import pytest
 from test_pg_claims import LEASE, SHORT, T0, beat, dsn, node, run
 
-from cronplus.cluster import Claimed, ClaimStatus, Superseded, Write
-from cronplus.model import Outcome, RunResult
-from cronplus.pg import schema
-from cronplus.pg.claims import ClusterDb
-from cronplus.pg.definitions import deploy
-from cronplus.pg.store import PgStore
+from cronplus.cluster.decisions import Claimed, ClaimStatus, Superseded, Write
+from cronplus.cluster.pg import schema
+from cronplus.cluster.pg.claims import ClusterDb
+from cronplus.cluster.pg.definitions import deploy
+from cronplus.cluster.pg.store import PgStore
+from cronplus.core.model import Outcome, RunResult
 
 __all__ = ["dsn"]  # the fixture, shared with test_pg_claims
 

@@ -7,9 +7,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from cronplus import plan
-from cronplus.model import Catchup, Job, Overlap, RetryPolicy
-from cronplus.schedule import Schedule
+from cronplus.core import plan
+from cronplus.core.model import Catchup, Job, Overlap, RetryPolicy
+from cronplus.core.schedule import Schedule
 
 S = timedelta(seconds=1)
 M = timedelta(minutes=1)

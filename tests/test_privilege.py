@@ -20,10 +20,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from conftest import Cronplus
 
-from cronplus import accounts, config, limits, permissions
-from cronplus.model import Account, ConfigError, Job, Limits, Outcome, Slot
-from cronplus.runner import ProcessResult, Runner, command_for, job_environment
-from cronplus.state import SqliteStore
+from cronplus.config import loader
+from cronplus.core.model import Account, ConfigError, Job, Limits, Outcome, Slot
+from cronplus.host import accounts, permissions
+from cronplus.run import limits
+from cronplus.run.runner import ProcessResult, Runner, command_for, job_environment
+from cronplus.state.sqlite import SqliteStore
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="switching users needs a daemon run as root")
@@ -35,7 +37,7 @@ NOBODY_GROUPS = sorted(os.getgrouplist("nobody", NOBODY.pw_gid))
 def load(tmp_path: Path, text: str, **env: str) -> Any:
     path = tmp_path / "crontab.yaml"
     path.write_text(textwrap.dedent(text))
-    return config.load(path, env={"HOME": str(tmp_path), **env})
+    return loader.load(path, env={"HOME": str(tmp_path), **env})
 
 
 def run_job(job: Job) -> ProcessResult:
@@ -317,10 +319,10 @@ def test_a_root_daemon_refuses_a_crontab_others_could_write(
         path.symlink_to(target)
 
     if reason is None:
-        assert config.load(path, env={"HOME": str(tmp_path)}).jobs
+        assert loader.load(path, env={"HOME": str(tmp_path)}).jobs
         return
     with pytest.raises(ConfigError) as caught:
-        config.load(path, env={"HOME": str(tmp_path)})
+        loader.load(path, env={"HOME": str(tmp_path)})
 
     (issue,) = caught.value.issues
     named = f"{path} (a symlink to {target})" if via_symlink else str(path)

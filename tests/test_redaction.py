@@ -24,17 +24,17 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from cronplus.alerts import AlertBook
-from cronplus.capture import CONTEXT, Capture
 from cronplus.clock import SystemClock
-from cronplus.command import DEFAULT_OUTPUT_LIMIT, STDERR_TAIL_BYTES, Command
-from cronplus.engine import Engine
-from cronplus.events import NoEvents
-from cronplus.logs import LOGGER_NAME, EventLog, JsonFormatter, TextFormatter
-from cronplus.model import Crontab, Job, RunResult, Settings
-from cronplus.runner import ProcessResult, Runner
-from cronplus.secrets import Redactor, Secret, mark
-from cronplus.state import SqliteStore
+from cronplus.core.model import Crontab, Job, RunResult, Settings
+from cronplus.engine.engine import Engine
+from cronplus.engine.events import NoEvents
+from cronplus.observe.alerts import AlertBook
+from cronplus.observe.logs import LOGGER_NAME, EventLog, JsonFormatter, TextFormatter
+from cronplus.run.capture import CONTEXT, Capture
+from cronplus.run.command import DEFAULT_OUTPUT_LIMIT, STDERR_TAIL_BYTES, Command
+from cronplus.run.runner import ProcessResult, Runner
+from cronplus.run.secrets import Redactor, Secret, mark
+from cronplus.state.sqlite import SqliteStore
 
 LIMIT = DEFAULT_OUTPUT_LIMIT
 TOKEN = "".join(random.Random(20).choices("ABCDEFGHJKLMNPQRSTUVWXYZ", k=40))

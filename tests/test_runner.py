@@ -26,10 +26,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from descriptors import limit_descriptors, open_fds
 
-from cronplus import parking
-from cronplus import runner as runner_module
-from cronplus.model import Job, Outcome, Slot
-from cronplus.runner import (
+from cronplus.core.model import Job, Outcome, Slot
+from cronplus.run import parking
+from cronplus.run import runner as runner_module
+from cronplus.run.runner import (
     Command,
     ProcessResult,
     Runner,

@@ -19,8 +19,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import cronplus
-from cronplus.model import ScheduleError
-from cronplus.schedule import Schedule
+from cronplus.core.model import ScheduleError
+from cronplus.core.schedule import Schedule
 
 NEW_YORK, LORD_HOWE, CHATHAM = "America/New_York", "Australia/Lord_Howe", "Pacific/Chatham"
 DUBLIN, SAO_PAULO, APIA, ALMATY = (
@@ -367,7 +367,7 @@ def test_h_is_stable_across_processes() -> None:
     here = fires("H H * * *", "UTC", "2026-01-01T00:00:00Z", 1, "nightly-backup")
     program = (
         "from zoneinfo import ZoneInfo; from datetime import datetime, UTC;"
-        "from cronplus.schedule import Schedule;"
+        "from cronplus.core.schedule import Schedule;"
         "s = Schedule.parse('H H * * *', zone=ZoneInfo('UTC'), job_name='nightly-backup');"
         "print(s.next_after(datetime(2026, 1, 1, tzinfo=UTC)).isoformat())"
     )
@@ -630,8 +630,8 @@ def test_no_zone_changes_its_offset_twice_within_the_daily_sampling_step() -> No
 
 
 def imports_cronexpr(source: str, module: str) -> bool:
-    """Whether ``source``, the text of ``module`` (e.g. ``cronplus.engine``), imports cronexpr."""
-    target, package = "cronplus.cronexpr", module.rsplit(".", 1)[0].split(".")
+    """Whether ``source``, the text of ``module`` (``cronplus.engine.engine``), imports cronexpr."""
+    target, package = "cronplus.core.cronexpr", module.rsplit(".", 1)[0].split(".")
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
@@ -649,23 +649,23 @@ def imports_cronexpr(source: str, module: str) -> bool:
 @pytest.mark.parametrize(
     ("source", "module", "found"),
     [
-        ("import cronplus.cronexpr", "cronplus.engine", True),
-        ("import cronplus.cronexpr as grammar", "cronplus.engine", True),
-        ("from cronplus import cronexpr", "cronplus.engine", True),
-        ("from cronplus.cronexpr import Matcher", "cronplus.engine", True),
-        ("from . import cronexpr", "cronplus.engine", True),
-        ("from .cronexpr import parse", "cronplus.engine", True),
-        ("from .. import cronexpr", "cronplus.sub.engine", True),
-        ("def f() -> None:\n    from cronplus import cronexpr", "cronplus.engine", True),
-        ("from cronplus import schedule", "cronplus.engine", False),
-        ("from cronplus.schedule import Schedule", "cronplus.engine", False),
-        ("from . import cronexpr", "cronplus.sub.engine", False),
-        ("import cronexpr", "cronplus.engine", False),
+        ("import cronplus.core.cronexpr", "cronplus.engine.engine", True),
+        ("import cronplus.core.cronexpr as grammar", "cronplus.engine.engine", True),
+        ("from cronplus.core import cronexpr", "cronplus.engine.engine", True),
+        ("from cronplus.core.cronexpr import Matcher", "cronplus.engine.engine", True),
+        ("from . import cronexpr", "cronplus.core.plan", True),
+        ("from .cronexpr import parse", "cronplus.core.plan", True),
+        ("from ..core import cronexpr", "cronplus.engine.engine", True),
+        ("def f() -> None:\n    from cronplus.core import cronexpr", "cronplus.cli.main", True),
+        ("from cronplus.core import schedule", "cronplus.engine.engine", False),
+        ("from cronplus.core.schedule import Schedule", "cronplus.engine.engine", False),
+        ("from . import cronexpr", "cronplus.engine.engine", False),
+        ("import cronexpr", "cronplus.engine.engine", False),
     ],
     ids=[
         "import", "import-as", "from-package", "from-module", "relative", "relative-module",
-        "relative-from-subpackage", "inside-a-function", "schedule", "from-schedule",
-        "sibling-in-subpackage", "top-level-namesake",
+        "relative-from-a-sibling-package", "inside-a-function", "schedule", "from-schedule",
+        "namesake-in-another-subpackage", "top-level-namesake",
     ],
 )  # fmt: skip
 def test_the_import_scan_sees_every_way_of_importing_cronexpr(
@@ -685,7 +685,7 @@ def test_only_schedule_imports_the_cron_expression_module() -> None:
             ".".join(path.relative_to(root.parent).with_suffix("").parts),
         )
     ]
-    assert importers == ["cronplus/schedule.py"]
+    assert importers == ["cronplus/core/schedule.py"]
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,8 @@ from cron_reference import MONTHS, WEEKDAYS, reference_fires
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from cronplus.model import ScheduleError
-from cronplus.schedule import Schedule
+from cronplus.core.model import ScheduleError
+from cronplus.core.schedule import Schedule
 
 FIRST_YEAR, LAST_YEAR = 1990, 2037
 

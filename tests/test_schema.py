@@ -9,8 +9,8 @@ from typing import Any, cast
 
 import pytest
 
-from cronplus.config import SCHEMA_PATH, loads, main, parse_duration, schema, schema_text
-from cronplus.model import Catchup, Job, LogFormat, Overlap, Settings
+from cronplus.config.loader import SCHEMA_PATH, loads, main, parse_duration, schema, schema_text
+from cronplus.core.model import Catchup, Job, LogFormat, Overlap, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "crontab.md"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cronplus.sdnotify import Notifier
+from cronplus.daemon.sdnotify import Notifier
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,7 +128,7 @@ def test_a_vanished_socket_is_warned_about_once_and_notifying_resumes_when_it_re
     socket_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     notifier = Notifier.from_env({"NOTIFY_SOCKET": str(socket_path)})
-    caplog.set_level(logging.WARNING, logger="cronplus.sdnotify")
+    caplog.set_level(logging.WARNING, logger="cronplus.daemon.sdnotify")
 
     notifier.ready("loaded")
     notifier.watchdog()
@@ -163,7 +163,7 @@ def test_a_status_that_did_not_arrive_is_sent_again_with_the_next_feed(
     socket_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     notifier = Notifier.from_env({"NOTIFY_SOCKET": str(socket_path)})
-    caplog.set_level(logging.WARNING, logger="cronplus.sdnotify")
+    caplog.set_level(logging.WARNING, logger="cronplus.daemon.sdnotify")
 
     notifier.alive("1 jobs, 0 running")  # nobody listens yet: lost
     with _bound(str(socket_path)) as sock:

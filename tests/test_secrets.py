@@ -21,15 +21,16 @@ from zoneinfo import ZoneInfo
 import pytest
 from conftest import Cronplus
 
-from cronplus import config, secrets
-from cronplus.alerts import AlertBook
 from cronplus.clock import SystemClock
-from cronplus.engine import Engine
-from cronplus.logs import EventLog
-from cronplus.model import ConfigError, ConfigIssue, Job, RunResult
-from cronplus.runner import Runner
-from cronplus.secrets import Secret
-from cronplus.state import SqliteStore
+from cronplus.config import loader
+from cronplus.core.model import ConfigError, ConfigIssue, Job, RunResult
+from cronplus.engine.engine import Engine
+from cronplus.observe.alerts import AlertBook
+from cronplus.observe.logs import EventLog
+from cronplus.run import secrets
+from cronplus.run.runner import Runner
+from cronplus.run.secrets import Secret
+from cronplus.state.sqlite import SqliteStore
 
 PLANTED = {
     "FROM_FILE_VAR": "plant-envfile-6a1f",
@@ -150,7 +151,7 @@ def test_alerts_raised_from_the_engine_carry_no_secret(tmp_path: Path) -> None:
     (tmp_path / "crontab.yaml").write_text(CRONTAB)
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
     env |= {"UPSTREAM_CREDENTIAL": PLANTED["UPSTREAM"], "GITHUB_TOKEN": PLANTED["GITHUB_TOKEN"]}
-    crontab = config.load(tmp_path / "crontab.yaml", env=env)
+    crontab = loader.load(tmp_path / "crontab.yaml", env=env)
     heard: list[RunResult] = []
 
     class Heard:
@@ -306,7 +307,7 @@ def test_sources_and_secret_names_become_secrets_and_the_rest_stays_plain(tmp_pa
     path = tmp_path / "crontab.yaml"
     path.write_text(CRONTAB)
 
-    job = config.load(path, env={"HOME": str(tmp_path), "UPSTREAM_CREDENTIAL": "u-1234"}).job(
+    job = loader.load(path, env={"HOME": str(tmp_path), "UPSTREAM_CREDENTIAL": "u-1234"}).job(
         "leak"
     )
 
@@ -349,7 +350,7 @@ def test_env_values_merge_file_then_defaults_then_the_job(tmp_path: Path) -> Non
     path = tmp_path / "crontab.yaml"
     path.write_text(text)
 
-    job = config.load(path, env={"HOME": str(tmp_path)}).job("j")
+    job = loader.load(path, env={"HOME": str(tmp_path)}).job("j")
 
     assert dict(job.env) == {"A": "file", "B": "defaults", "C": "job"}
     assert [isinstance(job.env[name], Secret) for name in "ABC"] == [True, False, False]
@@ -362,6 +363,6 @@ def test_a_config_error_never_carries_a_secret_in_its_repr(tmp_path: Path) -> No
     )
 
     with pytest.raises(ConfigError) as caught:
-        config.load(path, env={"HOME": str(tmp_path)})
+        loader.load(path, env={"HOME": str(tmp_path)})
 
     assert "1234567" not in str(caught.value) and "1234567" not in repr(caught.value.issues)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from cronplus.model import CronplusError, Settings, UsageError
-from cronplus.service import (
+from cronplus.core.model import CronplusError, Settings, UsageError
+from cronplus.daemon.service import (
     KINDS,
     ServiceKind,
     install,

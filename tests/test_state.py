@@ -23,12 +23,12 @@ from typing import Any
 
 import pytest
 
-from cronplus import sqlite_store as state  # SQLite's own schema and statements
-from cronplus.model import Outcome, RunResult, StateError
-from cronplus.pg.schema import migrate
-from cronplus.pg.store import PgStore
-from cronplus.sqlite_store import SCHEMA_VERSION
-from cronplus.state import Migration, SqliteStore, Store
+from cronplus.cluster.pg.schema import migrate
+from cronplus.cluster.pg.store import PgStore
+from cronplus.core.model import Outcome, RunResult, StateError
+from cronplus.state import sqlite as state  # SQLite's own schema and statements
+from cronplus.state.sqlite import SCHEMA_VERSION, SqliteStore
+from cronplus.state.store import Migration, Store
 
 T0 = datetime(2026, 3, 8, 7, 0, tzinfo=UTC)
 KEEP = 1000
@@ -699,8 +699,8 @@ CHILD_PRELUDE = """
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from cronplus.model import StateError
-from cronplus.state import SqliteStore
+from cronplus.core.model import StateError
+from cronplus.state.sqlite import SqliteStore
 path = Path(sys.argv[1])
 slot = datetime(2026, 3, 8, 7, 0, tzinfo=UTC)
 """

@@ -2,7 +2,7 @@
 
 Every attack is played for real: the attacker is a second uid (``attacker.py``) whose own
 processes plant, swap and link files; the daemon is the installed ``cronplus`` run as root,
-or ``config.load`` / ``SqliteStore.open`` in this root process where one call is the point.
+or ``loader.load`` / ``SqliteStore.open`` in this root process where one call is the point.
 A win would be root running the attacker's job (it writes a marker into a folder only root
 may write), root reading a file the attacker chose, or root writing where the attacker chose.
 docs/running.md ("Files cronplus trusts as root") and docs/state.md ("The state folder")
@@ -25,10 +25,11 @@ import pytest
 from attacker import Attacker
 from conftest import Cronplus, Daemon
 
-from cronplus import config, permissions
-from cronplus.model import ConfigError, SmtpSettings, StateError
-from cronplus.notifiers import DeliveryError, Mailer
-from cronplus.state import SqliteStore
+from cronplus.config import loader
+from cronplus.core.model import ConfigError, SmtpSettings, StateError
+from cronplus.host import permissions
+from cronplus.observe.notifiers import DeliveryError, Mailer
+from cronplus.state.sqlite import SqliteStore
 
 PYTHON = shutil.which("python3", path="/usr/bin:/usr/local/bin:/bin")
 """An interpreter the attacker may run (the test's own may sit below root's home)."""
@@ -266,7 +267,7 @@ def test_roots_own_symlinks_are_followed_as_a_configmaps_are(tmp_path: Path) -> 
     (tmp_path / "..data").symlink_to("..v1")
     (tmp_path / "crontab.yaml").symlink_to("..data/crontab.yaml")
 
-    assert [job.name for job in config.load(tmp_path / "crontab.yaml", env={}).jobs] == ["a"]
+    assert [job.name for job in loader.load(tmp_path / "crontab.yaml", env={}).jobs] == ["a"]
 
 
 def test_dot_dot_after_a_symlink_leads_where_the_kernel_goes(tmp_path: Path) -> None:
@@ -335,7 +336,7 @@ def test_an_env_file_or_from_file_the_attacker_planted_is_refused(
     )
 
     with pytest.raises(ConfigError) as caught:
-        config.load(crontab, env={"HOME": str(tmp_path)})
+        loader.load(crontab, env={"HOME": str(tmp_path)})
 
     (issue,) = caught.value.issues
     assert (issue.path, issue.message) == (place, prefix + why_planted(attacker, planted, how))
@@ -354,7 +355,7 @@ def test_a_cluster_dsn_from_a_file_the_attacker_planted_is_refused(
     )
 
     with pytest.raises(ConfigError) as caught:
-        config.load(crontab, env={"HOME": str(tmp_path)})
+        loader.load(crontab, env={"HOME": str(tmp_path)})
 
     found = {issue.path: issue.message for issue in caught.value.issues}
     expected = "refusing to read a connection string as root: " + why_planted(
@@ -645,7 +646,7 @@ def test_an_env_file_over_its_cap_is_a_config_error_naming_file_and_cap(tmp_path
     )
 
     with pytest.raises(ConfigError) as caught:
-        config.load(crontab, env={"HOME": str(tmp_path)})
+        loader.load(crontab, env={"HOME": str(tmp_path)})
 
     (issue,) = caught.value.issues
     assert issue.message == (

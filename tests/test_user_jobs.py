@@ -14,15 +14,15 @@ from pathlib import Path
 
 from attacker import Attacker, throwaway
 
-from cronplus import config
-from cronplus.model import Job, Outcome, Slot
-from cronplus.runner import ProcessResult, Runner, command_for
+from cronplus.config import loader
+from cronplus.core.model import Job, Outcome, Slot
+from cronplus.run.runner import ProcessResult, Runner, command_for
 
 
 def job(folder: Path, body: str) -> Job:
     path = folder / "crontab.yaml"
     path.write_text(textwrap.dedent(body))
-    return config.load(path, env={"PATH": os.environ["PATH"], "HOME": "/root"}).jobs[0]
+    return loader.load(path, env={"PATH": os.environ["PATH"], "HOME": "/root"}).jobs[0]
 
 
 def run(one: Job) -> ProcessResult:

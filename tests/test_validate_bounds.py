@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from cronplus import plan
-from cronplus.config import loads
-from cronplus.model import ConfigError, RetryPolicy
+from cronplus.config.loader import loads
+from cronplus.core import plan
+from cronplus.core.model import ConfigError, RetryPolicy
 
 ENV = {"HOME": "/home/op", "TZ": "UTC", "SMTP_PASSWORD": "x"}
 

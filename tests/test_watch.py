@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cronplus.watch import ConfigWatcher
+from cronplus.daemon.watch import ConfigWatcher
 
 SETTLE = 0.05
 POLL = 0.05
@@ -366,7 +366,7 @@ def test_it_polls_when_inotify_cannot_be_set_up(
         finally:
             watcher.close()
 
-    with caplog.at_level(logging.WARNING, logger="cronplus.watch"):
+    with caplog.at_level(logging.WARNING, logger="cronplus.daemon.watch"):
         run(scenario)
     assert [str(path) in record.getMessage() for record in caplog.records] == [True]
 
@@ -374,7 +374,7 @@ def test_it_polls_when_inotify_cannot_be_set_up(
 UNWATCHABLE_CHILD = """
 import asyncio, json, os, sys
 from pathlib import Path
-from cronplus.watch import ConfigWatcher
+from cronplus.daemon.watch import ConfigWatcher
 
 async def reach(seen: list[str], count: int) -> None:
     for _ in range(200):

@@ -1,0 +1,133 @@
+"""What every ``cronplus`` command shares: the group's context, its options and helpers.
+
+The helpers here import only what ``validate`` needs; the store, the clock (asyncio) and
+the control socket are imported inside the functions that use them, so a command pays
+for what it touches (``python -X importtime -m cronplus validate`` shows it).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from cronplus.config import loader
+from cronplus.core.model import Crontab, Job, LogFormat, UsageError
+from cronplus.observe import logs
+
+if TYPE_CHECKING:
+    from cronplus.state.store import Store
+
+EXIT_OK, EXIT_JOB_FAILED, EXIT_USAGE = 0, 1, 2
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def config_option(func: F) -> F:
+    """``-c/--config`` is accepted before or after the command name."""
+    return click.option(
+        "-c",
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="The crontab (default: $CRONPLUS_CONFIG, else ./crontab.yaml).",
+    )(func)
+
+
+def log_format_option(func: F) -> F:
+    return click.option(
+        "--log-format",
+        type=click.Choice([f.value for f in LogFormat]),
+        default=None,
+        help="Log lines on stderr: text or json (default: settings.log_format).",
+    )(func)
+
+
+class Context:
+    """What the group's options leave for the command."""
+
+    def __init__(self, config_path: Path | None, log_format: str | None) -> None:
+        self.config_path = config_path
+        self.log_format = log_format
+
+    def path(self, override: Path | None) -> Path:
+        chosen = override or self.config_path or os.environ.get("CRONPLUS_CONFIG")
+        return Path(chosen or "crontab.yaml")
+
+    def load(self, override: Path | None) -> Crontab:
+        return loader.load(self.path(override))
+
+    def setup_logs(self, crontab: Crontab, override: str | None) -> None:
+        chosen = override or self.log_format
+        logs.configure(LogFormat(chosen) if chosen else crontab.settings.log_format, env=os.environ)
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+def open_store(crontab: Crontab, *, readonly: bool = False) -> Store:
+    """The SQLite state file; in cluster mode the cluster's PostgreSQL database."""
+    if crontab.settings.cluster is not None:
+        from cronplus.cluster.pg.store import PgStore
+
+        return PgStore.open(crontab.settings.cluster.dsn, readonly=readonly)
+    from cronplus.state.sqlite import SqliteStore
+
+    return SqliteStore.open(crontab.settings.state, readonly=readonly)
+
+
+def ask_daemon(crontab: Crontab, request: dict[str, Any], *, timeout: float | None) -> Any:
+    """The daemon's answer; no daemon is exit 1, a refused request (unknown job) exit 2."""
+    from cronplus.observe import control
+
+    try:
+        answer = control.ask(control.socket_path(crontab.settings.state), request, timeout=timeout)
+    except control.NoDaemon as error:
+        click.echo(str(error), err=True)
+        sys.exit(EXIT_JOB_FAILED)
+    if "error" in answer:
+        raise UsageError(str(answer["error"]))
+    return answer
+
+
+def parse_time(text: str) -> datetime:
+    """ISO 8601; without an offset the time is in the host's zone (DESIGN section 3)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"cannot read the time {text!r}: expected ISO 8601, e.g. 2026-03-08T02:30 "
+            "or 2026-03-08T07:30:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=loader.host_zone(os.environ))
+    return moment.astimezone(UTC)
+
+
+def now_utc() -> datetime:
+    from cronplus.clock import SystemClock  # imports asyncio: only when a command needs now
+
+    return SystemClock().now()
+
+
+def select_jobs(crontab: Crontab, names: Sequence[str]) -> list[Job]:
+    known = {job.name for job in crontab.jobs}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise UsageError(f"no such job in {crontab.path}: {', '.join(unknown)}")
+    wanted = set(names)
+    return [job for job in crontab.jobs if not wanted or job.name in wanted]
+
+
+def format_table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(cell) for cell in column) for column in zip(headers, *rows, strict=False)]
+    lines = [headers, *rows]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )

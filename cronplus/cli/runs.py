@@ -1,0 +1,214 @@
+"""The commands about runs: ``run-once`` and ``run`` start them, ``history`` reads them."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from cronplus.cli.context import (
+    EXIT_JOB_FAILED,
+    Context,
+    ask_daemon,
+    config_option,
+    format_table,
+    log_format_option,
+    now_utc,
+    open_store,
+    parse_time,
+    pass_context,
+    select_jobs,
+)
+from cronplus.core.model import Crontab, Job, RunResult, iso_utc
+from cronplus.core.plan import first_in_minute
+from cronplus.engine.timetable import compile_job
+from cronplus.observe import logs
+
+if TYPE_CHECKING:
+    from cronplus.engine.slotrun import SlotRun
+
+
+@click.command("run-once")
+@config_option
+@log_format_option
+@click.option("--at", "at_text", help="Run the minute that holds this time (default: now).")
+@click.option("--job", "job_names", multiple=True, help="Only this job (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Print what would run; run nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def run_once(
+    ctx: Context,
+    config_path: Path | None,
+    log_format: str | None,
+    at_text: str | None,
+    job_names: tuple[str, ...],
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """One scheduling pass: run every job with a slot in the minute that holds --at."""
+    crontab = ctx.load(config_path)
+    ctx.setup_logs(crontab, log_format)
+    at = parse_time(at_text) if at_text else now_utc()
+    slots = []
+    for job in select_jobs(crontab, job_names):
+        slot = first_in_minute(compile_job(job), at) if job.enabled else None
+        if slot is not None:
+            slots.append((job, slot))
+    if dry_run:
+        _print_dry_run(at, slots, as_json)
+        return
+    runs = _run_slots(crontab, slots)
+    _finish_runs(at, runs, as_json)
+
+
+@click.command("run")
+@config_option
+@log_format_option
+@click.argument("job_name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--via-daemon", is_flag=True, help="Ask the running daemon (alerts, pings too).")
+@pass_context
+def run_job(
+    ctx: Context,
+    config_path: Path | None,
+    log_format: str | None,
+    job_name: str,
+    as_json: bool,
+    via_daemon: bool,
+) -> None:
+    """Run one job now, through the same path as the daemon (env, timeout, retries, history)."""
+    crontab = ctx.load(config_path)
+    ctx.setup_logs(crontab, log_format)
+    (job,) = select_jobs(crontab, [job_name])
+    now = now_utc().replace(microsecond=0)
+    if via_daemon:
+        answer = ask_daemon(crontab, {"command": "run", "job": job_name}, timeout=None)
+        _print_summaries(now, [answer], as_json)
+        return
+    runs = _run_slots(crontab, [(job, now)])
+    _finish_runs(now, runs, as_json)
+
+
+def _run_slots(crontab: Crontab, slots: list[tuple[Job, datetime]]) -> list[SlotRun]:
+    # The engine, asyncio and the runner are imported by the commands that run jobs only:
+    # `validate` is most of its time importing, and needs none of them.
+    import asyncio
+
+    from cronplus.clock import SystemClock
+    from cronplus.engine.engine import Engine
+    from cronplus.run.runner import Runner
+
+    async def run() -> list[SlotRun]:
+        store = open_store(crontab)
+        try:
+            clock = SystemClock()
+            engine = Engine(
+                crontab,
+                store=store,
+                runner=Runner(),
+                clock=clock,
+                base_env=os.environ,
+                log=logs.EventLog(),
+            )
+            runs = engine.start_slots(slots, now=clock.now())
+            await engine.wait_idle()
+            return runs
+        finally:
+            store.close()
+
+    return asyncio.run(run())
+
+
+def _print_dry_run(at: datetime, slots: list[tuple[Job, datetime]], as_json: bool) -> None:
+    if as_json:
+        runs = [{"job": job.name, "scheduled_at": iso_utc(slot)} for job, slot in slots]
+        click.echo(json.dumps({"at": iso_utc(at), "dry_run": True, "runs": runs}, indent=2))
+        return
+    for job, slot in slots:
+        local = slot.astimezone(job.timezone).isoformat()
+        click.echo(f"would run {job.name} for {iso_utc(slot)} ({local} local)")
+    if not slots:
+        click.echo(f"nothing is due in the minute of {iso_utc(at)}")
+
+
+def _finish_runs(at: datetime, runs: list[SlotRun], as_json: bool) -> None:
+    _print_summaries(at, [_summary(run) for run in runs], as_json)
+
+
+def _print_summaries(at: datetime, summary: list[dict[str, object]], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps({"at": iso_utc(at), "runs": summary}, indent=2))
+    else:
+        for row in summary:
+            click.echo(
+                f"{row['job']}: {row['outcome']} after {row['attempts']} attempt(s), "
+                f"exit {row['exit_code']}, {row['duration_s']}s (slot {row['scheduled_at']})"
+            )
+        if not summary:
+            click.echo(f"nothing is due in the minute of {iso_utc(at)}")
+    if any(row["outcome"] != "succeeded" for row in summary):
+        sys.exit(EXIT_JOB_FAILED)
+
+
+def _summary(run: SlotRun) -> dict[str, object]:
+    last: RunResult | None = run.results[-1] if run.results else None
+    return {
+        "job": run.job.name,
+        "scheduled_at": iso_utc(run.slot),
+        "outcome": str(last.outcome) if last else "interrupted",
+        "attempts": len(run.results),
+        "exit_code": last.exit_code if last else None,
+        "duration_s": last.duration_s if last else 0.0,
+    }
+
+
+@click.command()
+@config_option
+@click.option("--job", "job_name", help="Only this job.")
+@click.option("--failed", is_flag=True, help="Only attempts that did not succeed.")
+@click.option("-n", "limit", type=click.IntRange(min=1), default=20, help="How many [20].")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_context
+def history(
+    ctx: Context,
+    config_path: Path | None,
+    job_name: str | None,
+    failed: bool,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Recent attempts from the state database, newest first."""
+    crontab = ctx.load(config_path)
+    store = open_store(crontab, readonly=True)
+    try:
+        rows = store.history(job=job_name, failed_only=failed, limit=limit)
+    finally:
+        store.close()
+    body = [_history_row(row) for row in rows]
+    if as_json:
+        click.echo(json.dumps(body, indent=2))
+        return
+    keys = ["finished_at", "job", "scheduled_at", "attempt", "outcome", "exit_code", "duration_s"]
+    table = [["-" if row[key] is None else str(row[key]) for key in keys] for row in body]
+    click.echo(format_table([key.upper() for key in keys], table))
+
+
+def _history_row(row: RunResult) -> dict[str, object]:
+    return {
+        "run_id": row.run_id,
+        "job": row.job,
+        "scheduled_at": iso_utc(row.scheduled_at),
+        "attempt": row.attempt,
+        "started_at": iso_utc(row.started_at),
+        "finished_at": iso_utc(row.finished_at),
+        "outcome": str(row.outcome),
+        "exit_code": row.exit_code,
+        "signal": row.signal,
+        "duration_s": row.duration_s,
+        "stderr_tail": row.stderr_tail,
+    }
