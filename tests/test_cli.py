@@ -184,6 +184,75 @@ def test_run_once_runs_both_jobs_due_in_the_minute_and_records_history(cronplus:
     }
 
 
+def test_run_once_at_a_past_instant_retries_on_that_timeline(cronplus: Cronplus) -> None:
+    # The retry is due 0.1 s after the first attempt on the --at timeline, long before the
+    # job's next slot there; on the real clock it came after that slot and was dropped.
+    cronplus.write(
+        """\
+        jobs:
+          broken:
+            schedule: "* * * * *"
+            command: "exit 3"
+            retries: 2
+            retry_delay: 0.1s
+        """
+    )
+    done = cronplus.run("run-once", "--json", "--at", "2020-01-01T00:00:10Z")
+    assert done.returncode == 1
+    assert json.loads(done.stdout)["runs"][0]["attempts"] == 3
+    assert "no retries left" in done.stderr
+    assert "its next slot comes before it" not in done.stderr
+    failed = cronplus.json("history", "--failed", "--job", "broken")
+    assert isinstance(failed, list)
+    assert [row["attempt"] for row in failed] == [3, 2, 1]
+    for row in failed:  # the rows are on the --at timeline, which moves at real speed
+        assert row["scheduled_at"] == "2020-01-01T00:00:00Z"
+        assert str(row["started_at"]).startswith("2020-01-01T00:00:1")
+
+
+@pytest.mark.parametrize(
+    ("at", "slot"),
+    [
+        ("2026-03-08T03:00 America/New_York", "2026-03-08T07:00:00Z"),
+        ("2026-03-08T02:30 America/New_York", "2026-03-08T07:30:00Z"),  # skipped: as EST
+        ("2026-11-01T01:30 America/New_York", "2026-11-01T05:30:00Z"),  # repeated: the first
+        ("2026-07-01T12:00 UTC", "2026-07-01T12:00:00Z"),
+    ],
+    ids=["wall-time", "in-the-spring-gap", "in-the-autumn-fold", "utc"],
+)
+def test_at_takes_a_zone_name_after_the_time(cronplus: Cronplus, at: str, slot: str) -> None:
+    cronplus.write(
+        """\
+        jobs:
+          tick:
+            schedule: "* * * * *"
+            command: "true"
+        """
+    )
+    body = cronplus.json("run-once", "--at", at, "--dry-run")
+    assert isinstance(body, dict)
+    assert body["at"] == slot
+    assert body["runs"] == [{"job": "tick", "scheduled_at": slot}]
+
+
+@pytest.mark.parametrize(
+    ("at", "message"),
+    [
+        ("2026-03-08T03:00 Mars/Olympus", "'Mars/Olympus' is not a time zone name"),
+        ("2026-03-08T03:00Z Europe/Berlin", "has both an offset and a zone"),
+    ],
+    ids=["unknown-zone", "offset-and-zone"],
+)
+def test_a_bad_zone_after_the_time_is_a_usage_error(
+    cronplus: Cronplus, at: str, message: str
+) -> None:
+    cronplus.write(BACKUP)
+    done = cronplus.run("next", "--after", at)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_run_once_dry_run_runs_nothing(cronplus: Cronplus) -> None:
     cronplus.write(BACKUP)
     done = cronplus.run("run-once", "--at", "2026-03-08T07:00:00Z", "--dry-run")

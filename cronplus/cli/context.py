@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
 
@@ -96,17 +97,33 @@ def ask_daemon(crontab: Crontab, request: dict[str, Any], *, timeout: float | No
 
 
 def parse_time(text: str) -> datetime:
-    """ISO 8601; without an offset the time is in the host's zone (DESIGN section 3)."""
+    """ISO 8601, then optionally a zone name (``2026-03-08T02:30 America/New_York``); without
+    an offset or a zone the time is in the host's zone (DESIGN section 3). A wall time that a
+    zone skips or repeats reads as the first (``fold=0``), as a naive time always has."""
+    stamp, _, zone_name = text.strip().partition(" ")
+    zone = _zone(zone_name.strip(), text) if zone_name.strip() else None
     try:
-        moment = datetime.fromisoformat(text)
+        moment = datetime.fromisoformat(stamp)
     except ValueError:
         raise UsageError(
-            f"cannot read the time {text!r}: expected ISO 8601, e.g. 2026-03-08T02:30 "
-            "or 2026-03-08T07:30:00Z"
+            f"cannot read the time {text!r}: expected ISO 8601, e.g. 2026-03-08T02:30, "
+            "2026-03-08T07:30:00Z or 2026-03-08T02:30 America/New_York"
         ) from None
+    if zone is not None and moment.tzinfo is not None:
+        raise UsageError(f"the time {text!r} has both an offset and a zone; give one")
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=loader.host_zone(os.environ))
+        moment = moment.replace(tzinfo=zone or loader.host_zone(os.environ))
     return moment.astimezone(UTC)
+
+
+def _zone(name: str, text: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UsageError(
+            f"cannot read the time {text!r}: {name!r} is not a time zone name"
+            " (e.g. America/New_York, Europe/Berlin, UTC)"
+        ) from None
 
 
 def now_utc() -> datetime:

@@ -62,7 +62,7 @@ def run_once(
     if dry_run:
         _print_dry_run(at, slots, as_json)
         return
-    runs = _run_slots(crontab, slots)
+    runs = _run_slots(crontab, slots, at=at)
     _finish_runs(at, runs, as_json)
 
 
@@ -94,19 +94,26 @@ def run_job(
     _finish_runs(now, runs, as_json)
 
 
-def _run_slots(crontab: Crontab, slots: list[tuple[Job, datetime]]) -> list[SlotRun]:
+def _run_slots(
+    crontab: Crontab, slots: list[tuple[Job, datetime]], *, at: datetime | None = None
+) -> list[SlotRun]:
+    """Run ``slots`` to their end. With ``at`` (``run-once --at``), all of the run's time
+    (retry instants, jitter, history rows) is on a timeline that starts at ``at`` and moves
+    at real speed, so a retry is due before the job's next slot on that timeline too."""
     # The engine, asyncio and the runner are imported by the commands that run jobs only:
     # `validate` is most of its time importing, and needs none of them.
     import asyncio
 
-    from cronplus.clock import SystemClock
+    from cronplus.clock import CorrectedClock, SystemClock
     from cronplus.engine.engine import Engine
     from cronplus.run.runner import Runner
 
     async def run() -> list[SlotRun]:
         store = open_store(crontab)
         try:
-            clock = SystemClock()
+            clock = CorrectedClock(SystemClock())
+            if at is not None:
+                clock.offset = clock.now() - at
             engine = Engine(
                 crontab,
                 store=store,
