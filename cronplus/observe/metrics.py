@@ -41,7 +41,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from cronplus import __version__
 from cronplus.clock import Clock
 from cronplus.core import plan
-from cronplus.core.model import CronplusError, Job, ListenAddress, RunResult, Slot
+from cronplus.core.model import CronplusError, Job, ListenAddress, Outcome, RunResult, Slot
 from cronplus.observe.httplistener import PLAIN_TEXT, HttpBounds, Listener
 from cronplus.observe.logs import EventLog
 
@@ -49,6 +49,11 @@ STALE_AFTER = 2 * plan.MAX_SLEEP
 """``/healthz`` fails once the loop has not beaten for this long: it beats (a pass, or an
 idle slice's end) at least every ``MAX_SLEEP`` seconds, so twice that means it is stuck or
 gone."""
+RUN_OUTCOMES = tuple(
+    str(outcome) for outcome in Outcome if outcome not in (Outcome.MISSED, Outcome.SKIPPED_OVERLAP)
+)
+"""The outcomes a run ends with; the other two are ``missed`` reasons."""
+MISSED_REASONS = (str(Outcome.MISSED), str(Outcome.SKIPPED_OVERLAP))
 DURATION_BUCKETS = (0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600)
 """Seconds: cron jobs run from a blink to hours."""
 
@@ -99,6 +104,7 @@ class Metrics:
         build.labels(__version__, platform.python_version()).set(1)
         self.reload_ok.set(1)
         self._scheduled: set[str] = set()
+        self._seeded: set[str] = set()
         self._beat: float | None = None
         self._clock_offset: Gauge | None = None
         self._refusing: Gauge | None = None
@@ -130,7 +136,12 @@ class Metrics:
             self.last_success.labels(name).set(at.timestamp())
 
     def schedule(self, next_runs: Mapping[str, datetime | None]) -> None:
-        """Each scheduled job's next fire; jobs gone since the last call lose the series."""
+        """Each scheduled job's next fire; jobs gone since the last call lose the series.
+        A job seen for the first time gets all its series at zero, so that its first
+        failure after a start is an increase, and a job that never succeeded has a last
+        success of 0, which a staleness rule sees (docs/observability.md)."""
+        for name in next_runs.keys() - self._seeded:
+            self._seed(name)
         for name in self._scheduled - next_runs.keys():
             self.next_run.remove(name)
         self._scheduled = set()
@@ -138,6 +149,16 @@ class Metrics:
             if at is not None:
                 self.next_run.labels(name).set(at.timestamp())
                 self._scheduled.add(name)
+
+    def _seed(self, name: str) -> None:
+        for outcome in RUN_OUTCOMES:
+            self.runs.labels(name, outcome)
+        for reason in MISSED_REASONS:
+            self.missed.labels(name, reason)
+        self.running.labels(name)
+        self.duration.labels(name)
+        self.last_success.labels(name)  # 0 until a success, or the newest history row's
+        self._seeded.add(name)
 
     def reloaded(self, *, ok: bool) -> None:
         self.reload_ok.set(1 if ok else 0)
