@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import Cronplus
@@ -251,6 +252,14 @@ def test_a_bad_zone_after_the_time_is_a_usage_error(
     assert done.returncode == 2
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_schema_prints_the_shipped_json_schema_without_a_crontab(cronplus: Cronplus) -> None:
+    done = cronplus.run("schema")  # no crontab.yaml in the folder: none is read
+    assert done.returncode == 0, done.stderr
+    shipped = Path(__file__).resolve().parent.parent / "cronplus.schema.json"
+    assert done.stdout == shipped.read_text(encoding="utf-8")
+    assert json.loads(done.stdout)["properties"]["jobs"]
 
 
 def test_run_once_dry_run_runs_nothing(cronplus: Cronplus) -> None:

@@ -1,4 +1,5 @@
-"""The commands that read the crontab: ``validate``, ``list`` and ``next``."""
+"""The commands that read the crontab: ``validate``, ``list`` and ``next``; and ``schema``,
+the JSON Schema of the file."""
 
 from __future__ import annotations
 
@@ -31,6 +32,15 @@ def validate(ctx: Context, config_path: Path | None) -> None:
     """Check the crontab; print OK or every error (exit 2)."""
     crontab = ctx.load(config_path)
     click.echo(f"OK: {len(crontab.jobs)} jobs")
+
+
+@click.command()
+def schema() -> None:
+    """Print the crontab's JSON Schema (draft-07), for an editor: save it and point the
+    file's ``# yaml-language-server: $schema=`` line or the editor's settings at it."""
+    from cronplus.config.loader import SCHEMA_PATH
+
+    click.echo(SCHEMA_PATH.read_text(encoding="utf-8"), nl=False)
 
 
 @click.command("list")

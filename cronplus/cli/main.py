@@ -45,6 +45,7 @@ for _command in (
     crontab.validate,
     crontab.list_jobs,
     crontab.next_fires,
+    crontab.schema,
     runs.run_once,
     runs.run_job,
     runs.history,
