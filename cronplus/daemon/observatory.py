@@ -129,7 +129,7 @@ class Observatory:
         book = AlertBook(newest)
         self.alerts = AlertRelay(book, Dispatcher({}, clock=clock, log=log), clock=clock)
         self._install_routes(crontab)
-        self.pinger = Pinger(crontab.settings.pings, clock=clock, log=log)
+        self.pinger = Pinger(crontab.settings.pings, clock=clock, log=log, env=env)
         self.attempts = AttemptTable()
         self.metrics = Metrics() if crontab.settings.metrics else None
         if self.metrics is not None:

@@ -119,14 +119,17 @@ class CommandNotifier:
 class WebhookNotifier:
     """POSTs ``Alert.body()`` as JSON; any 2xx answer is a delivery."""
 
-    def __init__(self, url: str, *, host: str) -> None:
-        self._url, self._host = url, host
+    def __init__(
+        self, url: str, *, host: str, env: Mapping[str, str] = webclient.NO_ENVIRONMENT
+    ) -> None:
+        """``env``: where the proxy variables are read (the daemon's environment)."""
+        self._url, self._host, self._env = url, host, env
 
     async def send(self, alert: Alert) -> None:
         body = json.dumps(alert.body(host=self._host), ensure_ascii=False).encode()
         headers = {"Content-Type": "application/json"}
         try:
-            answer = await webclient.post(self._url, body, headers=headers)
+            answer = await webclient.post(self._url, body, env=self._env, headers=headers)
         except webclient.HttpError as error:
             raise DeliveryError(str(error)) from None
         if not answer.ok:
@@ -392,7 +395,7 @@ def build_routes(
                 host=host,
             )
         elif config.kind is NotifierKind.WEBHOOK:
-            notifier = WebhookNotifier(config.url, host=host)
+            notifier = WebhookNotifier(config.url, host=host, env=env)
         else:
             if mailer is None:
                 raise ValueError(f"notifiers.{name}: email needs settings.smtp")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from urllib.parse import urlsplit, urlunsplit
 
@@ -67,9 +68,17 @@ def failure_body(stderr_tail: str, limit: int) -> bytes:
 class Pinger:
     """Sends the pings of jobs that have a ``ping_url`` (an ``EngineEvents`` observer)."""
 
-    def __init__(self, delivery: Delivery, *, clock: Clock, log: EventLog) -> None:
+    def __init__(
+        self,
+        delivery: Delivery,
+        *,
+        clock: Clock,
+        log: EventLog,
+        env: Mapping[str, str] = webclient.NO_ENVIRONMENT,
+    ) -> None:
+        """``env``: where the proxy variables are read (the daemon's environment)."""
         self.delivery = delivery
-        self._clock, self._log = clock, log
+        self._clock, self._log, self._env = clock, log, env
         self._starts: dict[str, asyncio.Task[None]] = {}
         self._background = Background(log)
         self._limits: dict[str, int] = {}
@@ -108,7 +117,9 @@ class Pinger:
 
     async def _ping(self, job: str, address: str, body: bytes, kind: str) -> None:
         async def once() -> None:
-            answer = await webclient.post(address, body, headers={"Content-Type": "text/plain"})
+            answer = await webclient.post(
+                address, body, env=self._env, headers={"Content-Type": "text/plain"}
+            )
             limit = answer.headers.get("ping-body-limit", "")
             if limit.isdigit():
                 self._limits[job] = int(limit)
