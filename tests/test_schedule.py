@@ -19,7 +19,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import cronplus
-from cronplus.core.model import ScheduleError
+from cronplus.config.loader import loads
+from cronplus.core.model import ConfigError, ScheduleError
 from cronplus.core.schedule import Schedule
 
 NEW_YORK, LORD_HOWE, CHATHAM = "America/New_York", "Australia/Lord_Howe", "Pacific/Chatham"
@@ -457,9 +458,15 @@ def test_the_dst_class_comes_from_the_minute_and_hour_fields(
         ("* * * * funday", "day-of-week field: 'funday' is not a number or a day-of-week name; "
                            "expected 0-7 or sun-sat"),
         ("1-x * * * *", "minute field: 'x' in '1-x' is not a number; expected 0-59"),
-        ("*/0 * * * *", "minute field: step 0 in '*/0' is out of range 1-60"),
-        ("*/61 * * * *", "minute field: step 61 in '*/61' is out of range 1-60"),
-        ("* */x * * *", "hour field: step 'x' in '*/x' is not a number; expected 1-24"),
+        ("*/0 * * * *", "minute field: step 0 in '*/0' is out of range; expected 1 or more"),
+        ("0-59/00 * * * *", "minute field: step 0 in '0-59/00' is out of range; "
+                            "expected 1 or more"),
+        ("* */x * * *", "hour field: step 'x' in '*/x' is not a number; expected 1 or more"),
+        ("* */-1 * * *", "hour field: step '-1' in '*/-1' is not a number; expected 1 or more"),
+        ("* * */ * *", "day-of-month field: step '' in '*/' is not a number; "
+                       "expected 1 or more"),
+        ("* * * */\u0663 *", "month field: step '\u0663' in '*/\u0663' is not a number; "
+                             "expected 1 or more"),
         ("5-2 * * * *", "minute field: range 5-2 runs backwards; expected low-high"),
         ("1,,2 * * * *", "minute field: empty item in '1,,2'; expected a comma-separated list"),
         ("? * * * *", "minute field: '?' is only allowed in the day-of-month and "
@@ -697,3 +704,111 @@ def test_a_day_of_week_step_from_7_means_sunday(expression: str, first: str) -> 
     schedule = Schedule.parse(expression, zone=ZoneInfo("UTC"), job_name="s")
     after = datetime(2026, 1, 1, tzinfo=UTC)
     assert schedule.next_after(after).isoformat() == first
+
+
+# --- separators and steps beyond the field (Debian cron) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("char", "name"),
+    [
+        ("\u00a0", "U+00A0 NO-BREAK SPACE"),
+        ("\u2003", "U+2003 EM SPACE"),
+        ("\u3000", "U+3000 IDEOGRAPHIC SPACE"),
+        ("\u0085", "U+0085 NEXT LINE (NEL)"),
+        ("\u202f", "U+202F NARROW NO-BREAK SPACE"),
+        ("\u2028", "U+2028 LINE SEPARATOR"),
+        ("\u1680", "U+1680 OGHAM SPACE MARK"),
+        ("\n", "U+000A LINE FEED"),
+        ("\r", "U+000D CARRIAGE RETURN"),
+        ("\v", "U+000B LINE TABULATION"),
+        ("\f", "U+000C FORM FEED"),
+        ("\x1f", "U+001F UNIT SEPARATOR"),
+    ],
+    ids=lambda value: value.split()[0] if value.startswith("U+") else "char",
+)
+def test_fields_are_separated_by_ascii_spaces_and_tabs_only(char: str, name: str) -> None:
+    with pytest.raises(ScheduleError) as caught:
+        parse(f"0{char}3 * * *")
+    assert str(caught.value) == f"{name} between fields; separate fields with spaces or tabs"
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("0 3 * * *\u00a0", "U+00A0 NO-BREAK SPACE after the last field"),
+        ("\u3000@daily", "U+3000 IDEOGRAPHIC SPACE before the first field"),
+        ("0 3 * * * \u2003 ", "U+2003 EM SPACE after the last field"),
+        ("\u00a0", "U+00A0 NO-BREAK SPACE instead of fields"),
+        ("0\t3\u00a0* * *", "U+00A0 NO-BREAK SPACE between fields"),
+    ],
+    ids=["trailing", "leading-before-a-macro", "trailing-among-spaces", "alone", "after-a-tab"],
+)
+def test_a_stray_separator_is_named_where_it_stands(expression: str, message: str) -> None:
+    with pytest.raises(ScheduleError) as caught:
+        parse(expression)
+    assert str(caught.value) == f"{message}; separate fields with spaces or tabs"
+
+
+@pytest.mark.parametrize(
+    ("expression", "same_as"),
+    [
+        ("0\t3\t*\t*\t*", "0 3 * * *"),
+        (" \t0  3 *\t \t* *\t", "0 3 * * *"),
+        ("30\t0 3 * * *", "30 0 3 * * *"),
+    ],
+    ids=["tabs", "mixed-runs-and-edges", "tab-in-six-fields"],
+)
+def test_tabs_and_runs_of_blanks_separate_fields(expression: str, same_as: str) -> None:
+    assert parse(expression).has_seconds is parse(same_as).has_seconds
+    assert fires(expression, NEW_YORK, "2026-03-07T00:00:00-05:00", 3) == fires(
+        same_as, NEW_YORK, "2026-03-07T00:00:00-05:00", 3
+    )
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [  # after 2026-01-01T00:00:30Z, a Thursday
+        ("*/100 * * * *", ["2026-01-01T01:00:00+00:00", "2026-01-01T02:00:00+00:00"]),
+        ("0-59/61 * * * *", ["2026-01-01T01:00:00+00:00", "2026-01-01T02:00:00+00:00"]),
+        ("5-50/100 * * * *", ["2026-01-01T00:05:00+00:00", "2026-01-01T01:05:00+00:00"]),
+        ("7/60 * * * *", ["2026-01-01T00:07:00+00:00", "2026-01-01T01:07:00+00:00"]),
+        ("0 */24 * * *", ["2026-01-02T00:00:00+00:00", "2026-01-03T00:00:00+00:00"]),
+        ("0 12-23/99 * * *", ["2026-01-01T12:00:00+00:00", "2026-01-02T12:00:00+00:00"]),
+        ("0 0 */31 * *", ["2026-02-01T00:00:00+00:00", "2026-03-01T00:00:00+00:00"]),
+        ("0 0 1 */12 *", ["2027-01-01T00:00:00+00:00", "2028-01-01T00:00:00+00:00"]),
+        ("0 0 * * */7", ["2026-01-04T00:00:00+00:00", "2026-01-11T00:00:00+00:00"]),
+        ("0 0 * * 1-5/9", ["2026-01-05T00:00:00+00:00", "2026-01-12T00:00:00+00:00"]),
+        ("*/60 0 0 * * *", ["2026-01-02T00:00:00+00:00", "2026-01-03T00:00:00+00:00"]),
+        (f"*/{'9' * 40} * * * *", ["2026-01-01T01:00:00+00:00", "2026-01-01T02:00:00+00:00"]),
+    ],
+    ids=[
+        "star-100-minutes", "range-61-minutes", "range-from-5", "start-7-step-60", "star-24-hours",
+        "range-99-hours", "star-31-days", "star-12-months", "star-7-weekdays", "range-9-weekdays",
+        "star-60-seconds", "forty-digit-step",
+    ],
+)  # fmt: skip
+def test_a_step_wider_than_the_range_keeps_only_its_first_value(
+    expression: str, expected: list[str]
+) -> None:
+    assert fires(expression, "UTC", "2026-01-01T00:00:30Z", 2) == expected
+    after = datetime(2026, 1, 1, 0, 0, 30, tzinfo=UTC)
+    assert parse(expression).next_after(after).isoformat() == expected[0]
+
+
+def test_a_hashed_step_wider_than_the_field_is_one_hashed_value() -> None:
+    def hourly(expression: str) -> list[str]:
+        return fires(expression, "UTC", "2026-01-01T00:00:00Z", 3, job_name="backup")
+
+    assert hourly("H/100 * * * *") == hourly("H/60 * * * *") == hourly("H * * * *")
+    assert len({fire[14:16] for fire in hourly("H/100 * * * *")}) == 1
+
+
+def test_a_stray_separator_reaches_validate_with_its_place() -> None:
+    text = 'jobs:\n  backup:\n    schedule: "0\u00a03 * * *"\n    command: x\n'
+    with pytest.raises(ConfigError) as caught:
+        loads(text, path=Path("crontab.yaml"), env={"HOME": "/home/op", "TZ": "UTC"}, euid=1000)
+    assert [str(issue) for issue in caught.value.issues] == [
+        "crontab.yaml:3:15: jobs.backup.schedule: U+00A0 NO-BREAK SPACE between fields; "
+        "separate fields with spaces or tabs"
+    ]

@@ -3,8 +3,9 @@
 Only ``cronplus/core/schedule.py`` imports this module (a test in tests/test_schedule.py checks
 it), so the grammar could be swapped for a library; zones and DST are schedule.py's. The
 rules are in docs/schedules.md. In short: 5 fields (minute hour day-of-month month
-day-of-week), 6 with seconds first, or a macro; names, ranges, lists and steps (``7/10`` is
-``7-max/10``); ``?`` is ``*`` in the day fields; ``L``, ``L-3``, ``LW``, ``15W`` in
+day-of-week), 6 with seconds first, or a macro, separated by ASCII spaces and tabs only;
+names, ranges, lists and steps (``7/10`` is ``7-max/10``; a step wider than the range keeps
+its first value); ``?`` is ``*`` in the day fields; ``L``, ``L-3``, ``LW``, ``15W`` in
 day-of-month; ``5L`` (last Friday) and ``5#3`` (third Friday) in day-of-week; ``H``,
 ``H/15``, ``H(0-29)`` hash sha256(f"{job_name}:{field}"), the field counted seconds-first
 (0-5) so a 5-field and a 6-field form agree.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+import unicodedata
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from datetime import date
@@ -38,7 +40,6 @@ _FIELDS = (
 )
 _STAR_SPAN = {_DOW: (0, 6)}
 _HASH_SPAN = {_DOM: (1, 28), _DOW: (0, 6)}  # H days stay within 1-28: every month has them
-_STEP_MAX = (60, 60, 24, 31, 12, 7)
 _MONTH_NAMES = "jan feb mar apr may jun jul aug sep oct nov dec".split()  # noqa: SIM905
 _DAY_NAMES = "sun mon tue wed thu fri sat".split()  # noqa: SIM905
 _NAMES = {
@@ -57,6 +58,18 @@ _MACROS = {
     "@hourly": "0 * * * *",
 }
 _HASHED = re.compile(r"H(?:\((\w+)-(\w+)\))?", re.IGNORECASE)
+_OTHER_SPACE = re.compile(r"[^\S \t]")  # whitespace that str.split() would split on, cron not
+_CONTROL_NAMES = {  # unicodedata has no names for control characters
+    "\n": "LINE FEED",
+    "\v": "LINE TABULATION",
+    "\f": "FORM FEED",
+    "\r": "CARRIAGE RETURN",
+    "\x1c": "FILE SEPARATOR",
+    "\x1d": "GROUP SEPARATOR",
+    "\x1e": "RECORD SEPARATOR",
+    "\x1f": "UNIT SEPARATOR",
+    "\x85": "NEXT LINE (NEL)",
+}
 
 _DAY = 86_400
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
@@ -77,7 +90,8 @@ Special: TypeAlias = tuple[str, int, int]
 
 def parse(expression: str, *, job_name: str) -> Matcher:
     """Compile ``expression``, or raise ``ScheduleError`` saying what is wrong."""
-    texts = _split(expression)
+    words = _words(expression)
+    texts = _split(words, expression)
     fields = [
         _parse_field(index, text, job_name if "h" in text.lower() else "")
         for index, text in enumerate(texts)
@@ -94,7 +108,7 @@ def parse(expression: str, *, job_name: str) -> Matcher:
         dow_special=fields[_DOW][1],
         and_days=star[_DOM] or star[_DOW],
         wildcard=star[_MIN] or star[_HOUR],
-        has_seconds=len(expression.split()) == 6,
+        has_seconds=len(words) == 6,
     )
     first = matcher.next_wall(_CHECK_FROM)
     if first is None or first >= _CHECK_FROM + YEARS_28:
@@ -102,8 +116,25 @@ def parse(expression: str, *, job_name: str) -> Matcher:
     return matcher
 
 
-def _split(expression: str) -> list[str]:
-    texts = expression.split()
+def _words(expression: str) -> list[str]:
+    """The fields as written, separated by ASCII spaces and tabs only, as cron separates them."""
+    other = _OTHER_SPACE.search(expression)
+    if other is not None:
+        char, before, after = other[0], expression[: other.start()], expression[other.end() :]
+        code = f"U+{ord(char):04X} {_CONTROL_NAMES.get(char) or unicodedata.name(char)}"
+        raise ScheduleError(f"{code} {_place(before, after)}; separate fields with spaces or tabs")
+    return expression.split()
+
+
+def _place(before: str, after: str) -> str:
+    if before.strip() and after.strip():
+        return "between fields"
+    if before.strip() or after.strip():
+        return "after the last field" if before.strip() else "before the first field"
+    return "instead of fields"
+
+
+def _split(texts: list[str], expression: str) -> list[str]:
     if texts and texts[0].lower() == "@reboot":
         raise ScheduleError("@reboot: cronplus has no boot event; expected a time, such as @daily")
     if texts and texts[0].startswith("@"):
@@ -136,7 +167,7 @@ def _parse_field(index: int, text: str, job_name: str) -> tuple[int, tuple[Speci
 
 def _parse_item(index: int, item: str, job_name: str) -> int:
     base, slash, step_text = item.partition("/")
-    step = _number(index, step_text, item, (1, _STEP_MAX[index]), "step ") if slash else 1
+    step = _step(index, step_text, item) if slash else 1
     low, high = _STAR_SPAN.get(index, _FIELDS[index][1:])
     if base == "?" and index not in (_DOM, _DOW):
         raise _error(index, "'?' is only allowed in the day-of-month and day-of-week fields")
@@ -209,6 +240,17 @@ def _value(index: int, token: str, item: str) -> int:
     if not low <= int(token) <= high:
         raise _error(index, f"{int(token)} is out of range {low}-{high}")
     return int(token)
+
+
+def _step(index: int, token: str, item: str) -> int:
+    """A step of 1 or more. As in Debian cron, one wider than the range keeps only its first
+    value (``*/100`` in minutes is minute 0); every step from 60, the widest field, acts alike."""
+    if not (token.isascii() and token.isdigit()):
+        raise _error(index, f"step {token!r} in {item!r} is not a number; expected 1 or more")
+    digits = token.lstrip("0")
+    if not digits:
+        raise _error(index, f"step 0 in {item!r} is out of range; expected 1 or more")
+    return 60 if len(digits) > 2 else min(int(digits), 60)
 
 
 def _number(index: int, token: str, item: str, bounds: tuple[int, int], what: str = "") -> int:
