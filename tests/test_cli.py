@@ -262,6 +262,32 @@ def test_schema_prints_the_shipped_json_schema_without_a_crontab(cronplus: Cronp
     assert json.loads(done.stdout)["properties"]["jobs"]
 
 
+def test_run_says_plainly_that_it_sent_no_alerts_nor_pings(cronplus: Cronplus) -> None:
+    cronplus.write(
+        """\
+        notifiers:
+          ops: {webhook: "http://127.0.0.1:9/hook"}
+        jobs:
+          watched:
+            schedule: "0 0 1 1 *"
+            command: "exit 4"
+            on_failure: [ops]
+            ping_url: "http://127.0.0.1:9/ping"
+          quiet:
+            schedule: "0 0 1 1 *"
+            command: "true"
+        """
+    )
+    done = cronplus.run("run", "watched")
+    assert done.returncode == 1
+    assert (
+        "note: cronplus run sends no alerts (to ops) or healthchecks pings: the daemon sends"
+        " them; to test them, run it through the daemon: cronplus run watched --via-daemon"
+    ) in done.stderr
+    quiet = cronplus.run("run", "quiet")
+    assert quiet.returncode == 0 and "note:" not in quiet.stderr
+
+
 def test_run_once_dry_run_runs_nothing(cronplus: Cronplus) -> None:
     cronplus.write(BACKUP)
     done = cronplus.run("run-once", "--at", "2026-03-08T07:00:00Z", "--dry-run")

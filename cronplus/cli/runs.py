@@ -91,7 +91,23 @@ def run_job(
         _print_summaries(now, [answer], as_json)
         return
     runs = _run_slots(crontab, [(job, now)])
+    if (unsent := _unsent(job)) is not None:
+        click.echo(unsent, err=True)
     _finish_runs(now, runs, as_json)
+
+
+def _unsent(job: Job) -> str | None:
+    """What ``run`` (not ``--via-daemon``) did not send for ``job``, said plainly: the
+    alerts and pings are the daemon's, and "does my alert work?" must not fail quietly."""
+    routes = sorted({*job.on_failure, *job.on_retry, *job.on_recovery, *job.on_missed})
+    unsent = [f"alerts (to {', '.join(routes)})"] if routes else []
+    unsent += ["healthchecks pings"] if job.ping_url else []
+    if not unsent:
+        return None
+    return (
+        f"note: cronplus run sends no {' or '.join(unsent)}: the daemon sends them;"
+        f" to test them, run it through the daemon: cronplus run {job.name} --via-daemon"
+    )
 
 
 def _run_slots(
