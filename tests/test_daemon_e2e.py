@@ -201,3 +201,29 @@ def test_the_sample_crontab_is_valid(cronplus: Cronplus) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("OK: ")
     assert os.path.exists(sample)
+
+
+def test_the_start_says_when_the_soonest_jobs_run_next(
+    cronplus: Cronplus, daemons: Callable[..., Daemon]
+) -> None:
+    shown = 10  # the daemon logs the ten soonest, then how many more
+    yearly = "".join(
+        f'  y{n:02}:\n    schedule: "0 0 1 1 *"\n    timezone: UTC\n    command: "true"\n'
+        for n in range(11)
+    )
+    soon = '  soon:\n    schedule: "0 * * * * *"\n    timezone: America/New_York\n'
+    base_crontab(cronplus, soon + '    command: "true"\n' + yearly)
+    daemon = daemons()
+    daemon.wait_event("started")
+    daemon.wait_event("next_run", count=shown + 1)
+    lines = [e for e in daemon.events() if e["event"] == "next_run"]
+    assert daemon.stop() == 0
+
+    first = lines[0]
+    assert first["job"] == "soon"
+    assert str(first["message"]).startswith("job soon runs next at ")
+    assert str(first["message"]).endswith("(America/New_York)")
+    assert str(first["next_run"]).endswith(":00Z")
+    assert [line.get("job") for line in lines[1:shown]] == [f"y{n:02}" for n in range(shown - 1)]
+    assert lines[shown]["message"] == "and 2 more jobs: cronplus list shows them all"
+    assert len(lines) == shown + 1

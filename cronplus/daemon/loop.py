@@ -29,6 +29,8 @@ from cronplus.observe.logs import EventLog, internal_errors
 from cronplus.run.runner import Runner
 from cronplus.state.store import Store
 
+NEXT_RUNS_SHOWN = 10
+"""How many jobs' next runs the start-up logs, soonest first."""
 PRECISE_AFTER = 0.1
 """Seconds: a shorter sleep ends late by at most 0.1 ms, and is not split in two."""
 
@@ -146,6 +148,7 @@ class Daemon:
             jobs=self.engine.job_count(),
             watcher=watcher.kind,
         )
+        self._log_next_runs()
         self.notifier.ready(self.status_line())
         try:
             await self._loop()
@@ -158,6 +161,26 @@ class Daemon:
             "stopping", f"stopping: {running} running job(s), grace {grace}", running=running
         )
         await self.engine.shutdown(grace)
+
+    def _log_next_runs(self) -> None:
+        """When the first jobs run next, in their own zones: what an operator who just
+        started the daemon wants to see; ``cronplus list`` has all of them."""
+        due = sorted(
+            (state for state in self.engine.jobs() if state.next_due is not None),
+            key=lambda state: (state.next_due, state.job.name),
+        )
+        for state in due[:NEXT_RUNS_SHOWN]:
+            assert state.next_due is not None
+            local = state.next_due.astimezone(state.job.timezone)
+            self._log.info(
+                "next_run",
+                f"job {state.job.name} runs next at {local.isoformat()} ({state.job.timezone})",
+                job=state.job.name,
+                next_run=iso_utc(state.next_due),
+            )
+        if len(due) > NEXT_RUNS_SHOWN:
+            more = len(due) - NEXT_RUNS_SHOWN
+            self._log.info("next_run", f"and {more} more jobs: cronplus list shows them all")
 
     async def _start_up(self) -> None:
         """Record the attempts a crash cut off, schedule every job, start the observers."""
