@@ -148,8 +148,9 @@ def test_every_readme_command_runs_on_the_sample_from_the_installed_wheel(
         destination = {"--system": Path("/etc/systemd/system/cronplus.service")}.get(kind)
         before = destination.read_bytes() if destination and destination.exists() else None
         preview = operator.run("service", "install", kind, "--print")
-        written = Path(preview.stderr.removeprefix("would write ").strip())
-        assert preview.stderr.startswith("would write ")
+        first = preview.stderr.splitlines()[0]  # then the commands that would follow
+        written = Path(first.removeprefix("would write ").removesuffix(", then run:"))
+        assert first.startswith("would write ")
         assert str(operator.bin / "cronplus") in preview.stdout
         if destination is None:  # in the home folder: nothing may be there
             assert written.is_relative_to(operator.home)

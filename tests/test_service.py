@@ -13,14 +13,18 @@ import re
 import shlex
 import shutil
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 
+import installed
 import pytest
+from conftest import Cronplus
 
 from cronplus.core.model import CronplusError, Settings, UsageError
 from cronplus.daemon.service import (
     KINDS,
     ServiceKind,
+    choose_kind,
     install,
     locate_executable,
     next_commands,
@@ -29,7 +33,8 @@ from cronplus.daemon.service import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SHUTDOWN_GRACE_S = Settings(state=Path("state.db")).shutdown_grace.total_seconds()
+GRACE = Settings(state=Path("state.db")).shutdown_grace
+"""The default ``shutdown_grace``, as a crontab that sets none gets it."""
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 needs_systemd_analyze = pytest.mark.skipif(
     SYSTEMD_ANALYZE is None, reason="systemd-analyze exists only where systemd does"
@@ -71,7 +76,11 @@ def test_each_kind_renders_to_its_documented_destination(
     home = tmp_path / "home"
 
     path, _ = render(
-        kind, executable=Path("/opt/cp/bin/cronplus"), config=Path("/c.yaml"), home=home
+        kind,
+        executable=Path("/opt/cp/bin/cronplus"),
+        config=Path("/c.yaml"),
+        home=home,
+        shutdown_grace=GRACE,
     )
 
     assert path == Path(destination.format(home=home))
@@ -84,7 +93,9 @@ def test_the_launch_agent_runs_the_daemon_with_absolute_paths_and_keeps_it_alive
     executable = tmp_path / "venv" / "bin" / "cronplus"
     config = home / "crontab.yaml"
 
-    _, text = render("launchd", executable=executable, config=config, home=home)
+    _, text = render(
+        "launchd", executable=executable, config=config, home=home, shutdown_grace=GRACE
+    )
     agent = plistlib.loads(text.encode())
 
     assert agent["Label"] == "io.cronplus.daemon"
@@ -93,7 +104,7 @@ def test_the_launch_agent_runs_the_daemon_with_absolute_paths_and_keeps_it_alive
     assert agent["KeepAlive"] == {"SuccessfulExit": False}
     assert agent["ProcessType"] == "Background"
     assert agent["StandardErrorPath"] == str(home / "Library" / "Logs" / "cronplus.log")
-    assert agent["ExitTimeOut"] > DEFAULT_SHUTDOWN_GRACE_S
+    assert agent["ExitTimeOut"] > GRACE.total_seconds()
     assert all(
         Path(p).is_absolute() for p in (agent["ProgramArguments"][0], agent["ProgramArguments"][2])
     )
@@ -109,7 +120,9 @@ def test_the_launch_agent_carries_any_path_verbatim(odd: str, tmp_path: Path) ->
     executable = home / "bin" / "cronplus"
     config = home / "crontab.yaml"
 
-    _, text = render("launchd", executable=executable, config=config, home=home)
+    _, text = render(
+        "launchd", executable=executable, config=config, home=home, shutdown_grace=GRACE
+    )
     agent = plistlib.loads(text.encode())
 
     assert agent["ProgramArguments"] == [str(executable), "-c", str(config), "daemon"]
@@ -123,7 +136,9 @@ def test_both_units_run_the_daemon_as_a_notify_service_that_stops_its_jobs_itsel
     executable = tmp_path / "bin" / "cronplus"
     config = tmp_path / "etc" / "crontab.yaml"
 
-    _, text = render(kind, executable=executable, config=config, home=tmp_path / "home")
+    _, text = render(
+        kind, executable=executable, config=config, home=tmp_path / "home", shutdown_grace=GRACE
+    )
     service = _unit(text)["Service"]
 
     assert _exec_start(text) == [str(executable), "-c", str(config), "daemon"]
@@ -140,7 +155,44 @@ def test_both_units_run_the_daemon_as_a_notify_service_that_stops_its_jobs_itsel
     assert service["RestartPreventExitStatus"] == "2"
     assert service["KillMode"] == "mixed"
     assert service["WatchdogSec"] == "60"
-    assert float(service["TimeoutStopSec"].removesuffix("s")) > DEFAULT_SHUTDOWN_GRACE_S
+    assert float(service["TimeoutStopSec"].removesuffix("s")) > GRACE.total_seconds()
+
+
+def _stop_timeout_s(kind: ServiceKind, text: str) -> int:
+    """The seconds the service manager waits for a stop before SIGKILL, as the file says."""
+    if kind == "launchd":
+        timeout = plistlib.loads(text.encode())["ExitTimeOut"]
+        assert isinstance(timeout, int)
+        return timeout
+    line = _unit(text)["Service"]["TimeoutStopSec"]
+    assert line.endswith("s") and line[:-1].isdigit(), line
+    return int(line[:-1])
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=KINDS)
+@pytest.mark.parametrize(
+    ("shutdown_grace", "timeout_s"),
+    [
+        (timedelta(seconds=30), 60),
+        (timedelta(seconds=2), 32),
+        (timedelta(milliseconds=1500), 32),
+        (timedelta(minutes=10), 630),
+        (timedelta(0), 30),
+    ],
+    ids=["default-30s", "2s", "fraction-rounds-up", "10m", "zero"],
+)
+def test_the_stop_timeout_is_shutdown_grace_plus_30_seconds(
+    kind: ServiceKind, shutdown_grace: timedelta, timeout_s: int, tmp_path: Path
+) -> None:
+    _, text = render(
+        kind,
+        executable=Path("/b/cronplus"),
+        config=Path("/c.yaml"),
+        home=tmp_path,
+        shutdown_grace=shutdown_grace,
+    )
+
+    assert _stop_timeout_s(kind, text) == timeout_s
 
 
 SYSTEM_ONLY = {
@@ -161,7 +213,11 @@ def test_the_system_unit_keeps_state_in_var_lib_with_hardening_that_jobs_survive
     tmp_path: Path,
 ) -> None:
     _, text = render(
-        "system", executable=Path("/b/cronplus"), config=Path("/c.yaml"), home=tmp_path
+        "system",
+        executable=Path("/b/cronplus"),
+        config=Path("/c.yaml"),
+        home=tmp_path,
+        shutdown_grace=GRACE,
     )
     unit = _unit(text)
 
@@ -174,7 +230,13 @@ def test_the_system_unit_keeps_state_in_var_lib_with_hardening_that_jobs_survive
 def test_the_user_unit_has_no_system_only_settings_and_starts_with_the_user_manager(
     tmp_path: Path,
 ) -> None:
-    _, text = render("user", executable=Path("/b/cronplus"), config=Path("/c.yaml"), home=tmp_path)
+    _, text = render(
+        "user",
+        executable=Path("/b/cronplus"),
+        config=Path("/c.yaml"),
+        home=tmp_path,
+        shutdown_grace=GRACE,
+    )
     unit = _unit(text)
 
     assert not set(SYSTEM_ONLY) & set(unit["Service"])
@@ -207,7 +269,9 @@ def test_the_user_unit_writes_paths_inside_home_below_the_h_specifier(
 ) -> None:
     home = tmp_path / "home"
 
-    _, text = render("user", executable=home / executable, config=home / config, home=home)
+    _, text = render(
+        "user", executable=home / executable, config=home / config, home=home, shutdown_grace=GRACE
+    )
 
     assert _unit(text)["Service"]["ExecStart"] == exec_start
 
@@ -230,7 +294,9 @@ def test_unit_paths_survive_systemd_quoting_and_substitution(
     executable = tmp_path / folder / "cronplus"
     config = tmp_path / folder / config_name
 
-    _, text = render("system", executable=executable, config=config, home=tmp_path)
+    _, text = render(
+        "system", executable=executable, config=config, home=tmp_path, shutdown_grace=GRACE
+    )
 
     assert _exec_start(text) == [str(executable), "-c", str(config), "daemon"]
 
@@ -243,7 +309,13 @@ def test_unit_paths_survive_systemd_quoting_and_substitution(
 )
 def test_systemd_accepts_the_system_unit_and_finds_its_program(folder: str, tmp_path: Path) -> None:
     executable = _executable(tmp_path / folder / "cronplus")
-    _, text = render("system", executable=executable, config=tmp_path / "c.yaml", home=tmp_path)
+    _, text = render(
+        "system",
+        executable=executable,
+        config=tmp_path / "c.yaml",
+        home=tmp_path,
+        shutdown_grace=GRACE,
+    )
     unit = tmp_path / "cronplus.service"
     unit.write_text(text, encoding="utf-8")
 
@@ -258,7 +330,9 @@ def _verify_user_unit(tmp_path: Path, *, manager_home: Path) -> subprocess.Compl
     """Render the user unit for ``tmp_path/home``; verify it under a manager whose %h is another."""
     home = tmp_path / "home"
     executable = _executable(home / ".local" / "bin" / "cronplus")
-    _, text = render("user", executable=executable, config=home / "c.yaml", home=home)
+    _, text = render(
+        "user", executable=executable, config=home / "c.yaml", home=home, shutdown_grace=GRACE
+    )
     unit = tmp_path / "cronplus.service"
     unit.write_text(text, encoding="utf-8")
     runtime = tmp_path / "runtime"
@@ -296,7 +370,11 @@ def test_relative_paths_become_absolute_and_symlinks_are_kept(
     monkeypatch.chdir(tmp_path / "dotfiles")
 
     _, text = render(
-        "system", executable=Path("../bin/cronplus"), config=Path("../crontab.yaml"), home=tmp_path
+        "system",
+        executable=Path("../bin/cronplus"),
+        config=Path("../crontab.yaml"),
+        home=tmp_path,
+        shutdown_grace=GRACE,
     )
 
     assert _exec_start(text) == [
@@ -355,7 +433,13 @@ def test_paths_a_service_file_cannot_carry_are_refused_with_a_clear_error(
     kind: ServiceKind, executable: str, config: str, message: str, tmp_path: Path
 ) -> None:
     with pytest.raises(UsageError) as raised:
-        render(kind, executable=Path(executable), config=Path(config), home=tmp_path)
+        render(
+            kind,
+            executable=Path(executable),
+            config=Path(config),
+            home=tmp_path,
+            shutdown_grace=GRACE,
+        )
 
     assert str(raised.value).startswith(message)
 
@@ -377,7 +461,7 @@ def test_the_shipped_files_are_the_templates_rendered_with_the_sample_paths(
     assert text == render_sample(kind), (
         f"{shipped} differs from render_sample({kind!r}); regenerate it as docs/service.md says"
     )
-    assert not re.search(r"@[A-Z]+@", text)
+    assert not re.search(r"@[A-Z_]+@", text)
 
 
 def test_the_shipped_system_unit_runs_the_documented_command() -> None:
@@ -397,14 +481,28 @@ def test_install_writes_the_rendered_file_below_dest_root_and_replaces_it_whole(
 ) -> None:
     root, home = tmp_path / "root", tmp_path / "home"
     first = install(
-        kind, executable=Path("/b/cronplus"), config=Path("/a.yaml"), home=home, dest_root=root
+        kind,
+        executable=Path("/b/cronplus"),
+        config=Path("/a.yaml"),
+        home=home,
+        shutdown_grace=GRACE,
+        dest_root=root,
     )
     path = install(
-        kind, executable=Path("/b/cronplus"), config=Path("/b.yaml"), home=home, dest_root=root
+        kind,
+        executable=Path("/b/cronplus"),
+        config=Path("/b.yaml"),
+        home=home,
+        shutdown_grace=GRACE,
+        dest_root=root,
     )
 
     destination, text = render(
-        kind, executable=Path("/b/cronplus"), config=Path("/b.yaml"), home=home
+        kind,
+        executable=Path("/b/cronplus"),
+        config=Path("/b.yaml"),
+        home=home,
+        shutdown_grace=GRACE,
     )
     assert path == first == root / destination.relative_to("/")
     assert path.read_text(encoding="utf-8") == text
@@ -422,6 +520,7 @@ def test_install_names_the_file_it_could_not_write(tmp_path: Path) -> None:
             executable=Path("/b/cronplus"),
             config=Path("/c.yaml"),
             home=Path("/home/ana"),
+            shutdown_grace=GRACE,
             dest_root=root,
         )
 
@@ -449,10 +548,64 @@ def test_next_commands_load_and_start_what_install_wrote(
     kind: ServiceKind, commands: tuple[str, ...]
 ) -> None:
     path, _ = render(
-        kind, executable=Path("/b/cronplus"), config=Path("/c.yaml"), home=Path("/Users/ana b")
+        kind,
+        executable=Path("/b/cronplus"),
+        config=Path("/c.yaml"),
+        home=Path("/Users/ana b"),
+        shutdown_grace=GRACE,
     )
 
     assert next_commands(kind, path) == commands
+
+
+@pytest.mark.parametrize(
+    ("asked", "platform", "kind"),
+    [
+        ([], "linux", "user"),
+        ([], "darwin", "launchd"),
+        ([], "freebsd14", "user"),
+        (["system"], "darwin", "system"),
+        (["user"], "darwin", "user"),
+        (["launchd"], "linux", "launchd"),
+        (["system", "system"], "linux", "system"),
+    ],
+    ids=[
+        "linux-default",
+        "macos-default",
+        "other-default",
+        "system-on-macos",
+        "user-on-macos",
+        "launchd-on-linux",
+        "repeated-flag",
+    ],
+)
+def test_the_kind_is_the_flag_given_else_the_platforms_default(
+    asked: list[ServiceKind], platform: str, kind: ServiceKind
+) -> None:
+    assert choose_kind(asked, platform=platform) == kind
+
+
+@pytest.mark.parametrize(
+    ("asked", "message"),
+    [
+        (["system", "launchd"], "service install: --system and --launchd conflict; "),
+        (["user", "system"], "service install: --user and --system conflict; "),
+        (
+            ["user", "system", "launchd"],
+            "service install: --user, --system and --launchd conflict; ",
+        ),
+    ],
+    ids=["system-launchd", "user-system", "all-three"],
+)
+def test_two_kinds_at_once_are_a_usage_error_naming_both_flags(
+    asked: list[ServiceKind], message: str
+) -> None:
+    with pytest.raises(UsageError) as raised:
+        choose_kind(asked, platform="darwin")
+
+    assert str(raised.value) == (
+        f"{message}expected one of --user, --system, --launchd (default here: --launchd)"
+    )
 
 
 def test_locate_executable_finds_the_cronplus_command_of_this_installation() -> None:
@@ -462,3 +615,94 @@ def test_locate_executable_finds_the_cronplus_command_of_this_installation() -> 
     assert found.name == "cronplus"
     assert found.is_file()
     assert os.access(found, os.X_OK)
+
+
+# --- `cronplus service install`, the installed program ------------------------------------
+
+BACKUP = """\
+settings:
+  shutdown_grace: 2m
+jobs:
+  backup:
+    schedule: "0 3 * * *"
+    command: ["true"]
+"""
+
+
+def _home(cronplus: Cronplus) -> Path:
+    home = cronplus.dir / "home"
+    home.mkdir()
+    cronplus.env["HOME"] = str(home)
+    return home
+
+
+@pytest.mark.parametrize("flag", ["--dry-run", "--print"], ids=["dry-run", "print"])
+@pytest.mark.parametrize("kind", KINDS, ids=KINDS)
+def test_a_preview_prints_the_file_where_it_goes_and_what_to_run_and_writes_nothing(
+    flag: str, kind: ServiceKind, cronplus: Cronplus
+) -> None:
+    cronplus.write(BACKUP)
+    home = _home(cronplus)
+
+    done = cronplus.run("service", "install", f"--{kind}", flag)
+
+    destination, text = render(
+        kind,
+        executable=installed.script(),
+        config=cronplus.config,
+        home=home,
+        shutdown_grace=timedelta(minutes=2),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == text
+    assert done.stderr == "".join(
+        [f"would write {destination}, then run:\n"]
+        + [f"  {command}\n" for command in next_commands(kind, destination)]
+    )
+    assert _stop_timeout_s(kind, done.stdout) == 150
+    assert list(home.iterdir()) == []
+
+
+def test_install_writes_the_stop_timeout_of_the_crontabs_shutdown_grace(
+    cronplus: Cronplus,
+) -> None:
+    cronplus.write(BACKUP)
+    home = _home(cronplus)
+
+    done = cronplus.run("service", "install", "--launchd")
+
+    plist = home / "Library" / "LaunchAgents" / "io.cronplus.daemon.plist"
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"wrote {plist}\n  launchctl bootout ")
+    assert _stop_timeout_s("launchd", plist.read_text(encoding="utf-8")) == 150
+
+
+def test_without_a_flag_linux_gets_the_systemd_user_unit(cronplus: Cronplus) -> None:
+    cronplus.write(BACKUP)
+    home = _home(cronplus)
+
+    done = cronplus.run("service", "install", "--dry-run")
+
+    unit = home / ".config" / "systemd" / "user" / "cronplus.service"
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith(f"would write {unit}, then run:\n")
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [("--system", "--launchd"), ("--launchd", "--user", "--print")],
+    ids=["system-launchd", "launchd-user-print"],
+)
+def test_conflicting_kinds_exit_2_naming_both_flags_before_reading_the_crontab(
+    flags: tuple[str, ...], cronplus: Cronplus
+) -> None:
+    home = _home(cronplus)  # no crontab written: the flags are refused first
+
+    done = cronplus.run("service", "install", *flags)
+
+    named = [flag for flag in flags if flag != "--print"]
+    assert done.returncode == 2
+    assert done.stderr.startswith("service install: --")
+    assert all(flag in done.stderr.splitlines()[0] for flag in named)
+    assert "Traceback" not in done.stderr
+    assert list(home.iterdir()) == []

@@ -227,32 +227,43 @@ def service() -> None:
 
 @service.command("install")
 @config_option
-@click.option("--user", "kind", flag_value="user", default=True, help="A systemd user unit.")
-@click.option("--system", "kind", flag_value="system", help="A systemd system unit.")
-@click.option("--launchd", "kind", flag_value="launchd", help="A launchd LaunchAgent.")
+@click.option("--user", is_flag=True, help="A systemd user unit (the default, except on macOS).")
+@click.option("--system", is_flag=True, help="A systemd system unit.")
+@click.option("--launchd", is_flag=True, help="A launchd LaunchAgent (the default on macOS).")
 @click.option(
     "--print",
+    "--dry-run",
     "preview",
     is_flag=True,
-    help="Print the file on stdout (where it would go on stderr); write nothing.",
+    help="Print the file on stdout, where it would go and what to run next on stderr; "
+    "write nothing.",
 )
 @pass_context
-def service_install(ctx: Context, config_path: Path | None, kind: str, preview: bool) -> None:
+def service_install(
+    ctx: Context,
+    config_path: Path | None,
+    user: bool,
+    system: bool,
+    launchd: bool,
+    preview: bool,
+) -> None:
     """Write the unit (or plist) with this installation's absolute paths."""
     from cronplus.daemon import service as services
 
+    flags: dict[services.ServiceKind, bool] = {"user": user, "system": system, "launchd": launchd}
+    chosen = services.choose_kind([k for k, on in flags.items() if on], platform=sys.platform)
     path = ctx.path(config_path)
-    loader.load(path)  # never install a service on a broken crontab
-    chosen: services.ServiceKind = "user" if kind == "user" else "system"
-    if kind == "launchd":
-        chosen = "launchd"
+    crontab = loader.load(path)  # never install a service on a broken crontab
     paths = {"executable": services.locate_executable(), "config": path, "home": Path.home()}
+    grace = crontab.settings.shutdown_grace
     if preview:
-        destination, text = services.render(chosen, **paths)
-        click.echo(f"would write {destination}", err=True)
+        destination, text = services.render(chosen, **paths, shutdown_grace=grace)
+        click.echo(f"would write {destination}, then run:", err=True)
+        for command in services.next_commands(chosen, destination):
+            click.echo(f"  {command}", err=True)
         click.echo(text, nl=False)
         return
-    written = services.install(chosen, **paths)
+    written = services.install(chosen, **paths, shutdown_grace=grace)
     click.echo(f"wrote {written}")
     for command in services.next_commands(chosen, written):
         click.echo(f"  {command}")

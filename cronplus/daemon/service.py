@@ -2,7 +2,9 @@
 
 The templates ship inside the package (``cronplus/daemon/service_templates/``), so an installed
 cronplus can write its own unit. ``@EXECUTABLE@``, ``@CONFIG@`` and ``@HOME@`` in them are
-replaced by this installation's absolute paths, each escaped for the file it lands in.
+replaced by this installation's absolute paths, each escaped for the file it lands in, and
+``@STOP_TIMEOUT@`` by the seconds a stop may take (``stop_timeout_s``: the crontab's
+``shutdown_grace`` plus ``STOP_MARGIN``).
 The repository's ``systemd/`` and ``launchd/`` files are ``render_sample(kind)``: the same
 templates filled with the documented sample paths, and a test keeps them equal.
 
@@ -12,20 +14,22 @@ Nothing here runs systemctl or launchctl: ``install`` writes the file, and
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shlex
 import shutil
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Literal
 from xml.sax.saxutils import escape as xml_escape
 
-from cronplus.core.model import CronplusError, UsageError
+from cronplus.core.model import CronplusError, Settings, UsageError
 
 ServiceKind = Literal["user", "system", "launchd"]
 """``user``: a systemd user unit; ``system``: a systemd system unit; ``launchd``: a LaunchAgent."""
@@ -34,6 +38,11 @@ KINDS: tuple[ServiceKind, ...] = ("user", "system", "launchd")
 
 LABEL = "io.cronplus.daemon"
 """The launchd label, also the plist's file name."""
+
+STOP_MARGIN = timedelta(seconds=30)
+"""What a stop may take beyond ``shutdown_grace`` before the service manager sends SIGKILL:
+the daemon kills what is left of its jobs at ``shutdown_grace``, then records those
+attempts ``interrupted`` (a state database busy for seconds included) and exits."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,29 +81,72 @@ _FLAVOURS: Mapping[str, _Flavour] = {
     ),
 }
 
-_PLACEHOLDER = re.compile(r"@([A-Z]+)@")
+_PLACEHOLDER = re.compile(r"@([A-Z_]+)@")
+
+_FLAGS: Mapping[ServiceKind, str] = {"user": "--user", "system": "--system", "launchd": "--launchd"}
 
 
-def render(kind: ServiceKind, *, executable: Path, config: Path, home: Path) -> tuple[Path, str]:
+def default_kind(platform: str) -> ServiceKind:
+    """The kind ``service install`` writes without a flag on ``platform`` (``sys.platform``):
+    a LaunchAgent on macOS, a systemd user unit elsewhere."""
+    return "launchd" if platform == "darwin" else "user"
+
+
+def choose_kind(asked: Sequence[ServiceKind], *, platform: str) -> ServiceKind:
+    """The one kind the flags ask for, else ``platform``'s default.
+
+    Raises ``UsageError`` naming the flags when they ask for two different kinds.
+    """
+    kinds = list(dict.fromkeys(asked))
+    for kind in kinds:
+        _flavour(kind)
+    if len(kinds) > 1:
+        *rest, last = (_FLAGS[kind] for kind in kinds)
+        flags = f"{', '.join(rest)} and {last}"
+        raise UsageError(
+            f"service install: {flags} conflict; expected one of "
+            f"{', '.join(_FLAGS.values())} (default here: {_FLAGS[default_kind(platform)]})"
+        )
+    return kinds[0] if kinds else default_kind(platform)
+
+
+def stop_timeout_s(shutdown_grace: timedelta) -> int:
+    """Whole seconds a stop may take: ``shutdown_grace`` plus ``STOP_MARGIN``, rounded up
+    (systemd's ``TimeoutStopSec=``, launchd's ``ExitTimeOut``)."""
+    return math.ceil((shutdown_grace + STOP_MARGIN).total_seconds())
+
+
+def render(
+    kind: ServiceKind,
+    *,
+    executable: Path,
+    config: Path,
+    home: Path,
+    shutdown_grace: timedelta,
+) -> tuple[Path, str]:
     """The installed path of ``kind``'s service file and its text, for this installation.
 
     Relative paths are made absolute against the current folder, but symlinks are kept:
     a Homebrew or pipx link survives upgrades that move its target, and the daemon must
-    watch the crontab's own path to notice a symlink swap.
+    watch the crontab's own path to notice a symlink swap. ``shutdown_grace`` is the
+    crontab's: the service manager must wait longer than it before killing the daemon.
     """
     flavour = _flavour(kind)
     folder = _absolute(home, "home")
     program = _absolute(executable, "executable")
     crontab = _absolute(config, "config")
+    timeout = str(stop_timeout_s(shutdown_grace))
     if kind == "launchd":
         values = {"EXECUTABLE": program, "CONFIG": crontab, "HOME": folder}
-        text = _fill(_template(flavour.template), {k: xml_escape(v) for k, v in values.items()})
+        escaped = {k: xml_escape(v) for k, v in values.items()}
+        text = _fill(_template(flavour.template), {**escaped, "STOP_TIMEOUT": timeout})
     else:
         # The user manager knows the home folder as %h, so the unit survives a renamed home.
         base = folder if kind == "user" else None
         unit_values = {
             "EXECUTABLE": _unit_program(program, home=base),
             "CONFIG": _unit_argument(crontab, home=base),
+            "STOP_TIMEOUT": timeout,
         }
         text = _fill(_template(flavour.template), unit_values)
     # An absolute destination ignores `home` when joined.
@@ -106,10 +158,13 @@ def render_sample(kind: ServiceKind) -> str:
 
     System: ``/usr/local/bin/cronplus`` and ``/etc/cronplus/crontab.yaml``; user: the same
     under ``%h`` (``~/.local/bin``, ``~/.config/cronplus``); launchd: those under
-    ``/Users/you``, since launchd expands no ``~``.
+    ``/Users/you``, since launchd expands no ``~``. The stop timeout is the one of a
+    crontab that leaves ``shutdown_grace`` at its default.
     """
     executable, config, home = _flavour(kind).sample
-    return render(kind, executable=Path(executable), config=Path(config), home=Path(home))[1]
+    grace = Settings(state=Path("state.db")).shutdown_grace
+    paths = {"executable": Path(executable), "config": Path(config), "home": Path(home)}
+    return render(kind, **paths, shutdown_grace=grace)[1]
 
 
 def install(
@@ -118,6 +173,7 @@ def install(
     executable: Path,
     config: Path,
     home: Path,
+    shutdown_grace: timedelta,
     dest_root: Path | None = None,
 ) -> Path:
     """Write ``kind``'s service file (creating folders) and return where it went.
@@ -125,7 +181,9 @@ def install(
     ``dest_root`` puts the file below another root (a package build, a test) instead of
     ``/``. An existing file is replaced whole, never left half-written.
     """
-    destination, text = render(kind, executable=executable, config=config, home=home)
+    destination, text = render(
+        kind, executable=executable, config=config, home=home, shutdown_grace=shutdown_grace
+    )
     target = destination if dest_root is None else dest_root / destination.relative_to("/")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
