@@ -288,6 +288,25 @@ def test_run_says_plainly_that_it_sent_no_alerts_nor_pings(cronplus: Cronplus) -
     assert quiet.returncode == 0 and "note:" not in quiet.stderr
 
 
+def test_an_unknown_job_is_an_error_that_suggests_the_close_one(cronplus: Cronplus) -> None:
+    cronplus.write(BACKUP)
+    for args in (["history", "--job", "bakup"], ["run", "bakup"], ["next", "bakup"]):
+        done = cronplus.run(*args)
+        assert done.returncode == 2, args
+        assert f"no such job in {cronplus.config}: bakup; did you mean backup?" in done.stderr
+    far = cronplus.run("history", "--job", "zzz")
+    assert far.returncode == 2 and far.stderr.strip().endswith(": zzz")
+    assert cronplus.json("history", "--job", "backup") == []  # known, never ran: no error
+
+
+def test_history_of_a_job_gone_from_the_file_is_still_shown(cronplus: Cronplus) -> None:
+    cronplus.write(BACKUP)
+    cronplus.run("run", "backup")
+    cronplus.write(BACKUP.replace("backup", "renamed"))
+    rows = cronplus.json("history", "--job", "backup")
+    assert isinstance(rows, list) and [row["job"] for row in rows] == ["backup"]
+
+
 def test_run_once_dry_run_runs_nothing(cronplus: Cronplus) -> None:
     cronplus.write(BACKUP)
     done = cronplus.run("run-once", "--at", "2026-03-08T07:00:00Z", "--dry-run")

@@ -7,6 +7,7 @@ for what it touches (``python -X importtime -m cronplus validate`` shows it).
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -136,9 +137,19 @@ def select_jobs(crontab: Crontab, names: Sequence[str]) -> list[Job]:
     known = {job.name for job in crontab.jobs}
     unknown = [name for name in names if name not in known]
     if unknown:
-        raise UsageError(f"no such job in {crontab.path}: {', '.join(unknown)}")
+        raise UsageError(
+            f"no such job in {crontab.path}: {', '.join(unknown)}{_hint(unknown, known)}"
+        )
     wanted = set(names)
     return [job for job in crontab.jobs if not wanted or job.name in wanted]
+
+
+def _hint(unknown: Sequence[str], known: set[str]) -> str:
+    """``; did you mean backup?`` for the first unknown name that is close to a job's."""
+    for name in unknown:
+        if close := difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6):
+            return f"; did you mean {close[0]}?"
+    return ""
 
 
 def format_table(headers: list[str], rows: list[list[str]]) -> str:

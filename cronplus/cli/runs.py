@@ -210,6 +210,8 @@ def history(
     store = open_store(crontab, readonly=True)
     try:
         rows = store.history(job=job_name, failed_only=failed, limit=limit)
+        if job_name is not None and not rows and not store.history(job=job_name, limit=1):
+            select_jobs(crontab, [job_name])  # in no history: a job of the file, or a typo
     finally:
         store.close()
     body = [_history_row(row) for row in rows]
