@@ -1,15 +1,14 @@
 """Time `validate` and `next -n 1` on generated crontabs of 100, 1,000 and 10,000 jobs.
 
-Two views: the whole command as a user runs it (a subprocess, interpreter start-up
-included), and the work inside the process (load + validate, then every job's next fire).
-Three repeats each; the median and the min-max are printed as a markdown table.
+    python bench/bench_config.py [--sizes 100,1000,10000] [--repeats 3]
+
+Two views of gen.py's jobs: the work inside the process (load + validate, then every job's
+next fire) and the whole command as a user runs it (interpreter start-up included). Prints
+seconds, median (min–max) over the repeats.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -18,31 +17,29 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from gen import crontab_text
+from gen import as_generated, cronplus_crontab, job_specs
+from harness import Failed, bench_env, cell, launch, markdown_table, numbers, parser
 
 from cronplus.config import loader
 from cronplus.core.schedule import Schedule
 
 
-def timed(fn: Callable[[], object], repeats: int) -> list[float]:
-    out = []
+def timed(fn: Callable[[], object], repeats: int) -> str:
+    seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
-        out.append(time.perf_counter() - start)
-    return out
+        seconds.append(time.perf_counter() - start)
+    return cell(seconds)
 
 
 def cli(path: Path, *args: str) -> None:
+    argv = [sys.executable, "-m", "cronplus", "-c", str(path), *args]
     done = subprocess.run(
-        [sys.executable, "-m", "cronplus", "-c", str(path), *args],
-        capture_output=True,
-        env={**os.environ, "XDG_STATE_HOME": str(path.parent / "state")},
+        argv, capture_output=True, text=True, env=bench_env(path.parent / "state")
     )
     if done.returncode != 0:
-        raise SystemExit(done.stderr.decode())
+        raise Failed(done.stderr)
 
 
 def in_process_next(path: Path) -> None:
@@ -52,39 +49,37 @@ def in_process_next(path: Path) -> None:
         Schedule.parse(job.schedule, zone=job.timezone, job_name=job.name).next_after(now)
 
 
-def measure(n: int, path: Path, repeats: int) -> tuple[object, ...]:
-    return (
-        n,
-        fmt(timed(lambda: loader.load(path), repeats)),
-        fmt(timed(lambda: in_process_next(path), repeats)),
-        fmt(timed(lambda: cli(path, "validate"), repeats)),
-        fmt(timed(lambda: cli(path, "next", "-n", "1", "--json"), repeats)),
-    )
-
-
-def fmt(samples: list[float]) -> str:
-    return f"{statistics.median(samples):.3f} s ({min(samples):.3f}-{max(samples):.3f})"
+def measure(path: Path, repeats: int) -> list[str]:
+    """One row's cells: in process, then as commands."""
+    ways: list[Callable[[], object]] = [
+        lambda: loader.load(path),
+        lambda: in_process_next(path),
+        lambda: cli(path, "validate"),
+        lambda: cli(path, "next", "-n", "1", "--json"),
+    ]
+    return [timed(way, repeats) for way in ways]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", default="100,1000,10000")
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    rows: list[tuple[object, ...]] = []
+    args = parser(__doc__)
+    args.add_argument("--sizes", type=numbers, default=[100, 1000, 10000])
+    args.add_argument("--repeats", type=int, default=3)
+    chosen = args.parse_args()
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for n in (int(x) for x in args.sizes.split(",")):
+        for n in chosen.sizes:
             path = Path(tmp) / f"crontab-{n}.yaml"
-            path.write_text(crontab_text(n))
-            rows.append(measure(n, path, args.repeats))
+            path.write_text(cronplus_crontab(job_specs(n), as_generated, ["true"]))
+            rows.append([str(n), *measure(path, chosen.repeats)])
+    headers = [
+        "jobs",
+        "load+validate (in process), s",
+        "load + next fire of every job (in process), s",
+    ]
     print(
-        "| jobs | load+validate (in process) | load + next fire of every job (in process) "
-        "| `cronplus validate` | `cronplus next -n 1 --json` |"
+        markdown_table([*headers, "`cronplus validate`, s", "`cronplus next -n 1 --json`, s"], rows)
     )
-    print("| ---: | --- | --- | --- | --- |")
-    for row in rows:
-        print("| " + " | ".join(str(cell) for cell in row) + " |")
 
 
 if __name__ == "__main__":
-    main()
+    launch(main)

@@ -4,23 +4,18 @@ against ``precise=True``.
     python bench/bench_wake.py [--sleeps 60] [--repeats 3]
 
 Each repeat runs both ways alternating, sleep by sleep, in one event loop: a sleep of 20 to
-80 ms to an instant on the wall clock, then the wall clock read. The lateness is that read
-minus the instant. The plain sleep is one asyncio timer (epoll's whole milliseconds,
-rounded up twice); the precise one sets its timer ``clock.LANDING`` short and blocks for
-the rest (docs/daemon.md, "The loop"). Prints a markdown table in milliseconds: the median,
-p99 and max over all sleeps, and the range of the repeats' medians.
+80 ms to an instant on the wall clock, then the wall clock read; the lateness is that read
+minus the instant (docs/daemon.md, "The loop", says why the two differ). Prints the median,
+p99 and max over all sleeps in ms, and the range of the repeats' medians.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
-import platform
 import statistics
 from datetime import timedelta
 
-from bench_runonce import percentile
+from harness import host_line, launch, markdown_table, parser, percentile
 
 from cronplus.clock import LANDING, SystemClock
 
@@ -41,26 +36,32 @@ async def lateness(sleeps: int) -> dict[str, list[float]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sleeps", type=int, default=60, help="sleeps per way and repeat (60)")
-    parser.add_argument("--repeats", type=int, default=3, help="rounds (default 3)")
-    args = parser.parse_args()
-    runs = [asyncio.run(lateness(args.sleeps)) for _ in range(args.repeats)]
-    print(
-        f"{args.sleeps} sleeps of 20–80 ms per way and repeat, {args.repeats} repeats, "
-        f"LANDING {LANDING * 1000:g} ms, Python {platform.python_version()}, "
-        f"{platform.system()} {platform.release()}, {os.cpu_count()} CPUs\n"
-    )
-    print("| sleep | median, ms | p99, ms | max, ms | repeats' medians, ms |")
-    print("| --- | --- | --- | --- | --- |")
+    args = parser(__doc__)
+    args.add_argument("--sleeps", type=int, default=60, help="sleeps per way and repeat (60)")
+    args.add_argument("--repeats", type=int, default=3, help="rounds (default 3)")
+    chosen = args.parse_args()
+    runs = [asyncio.run(lateness(chosen.sleeps)) for _ in range(chosen.repeats)]
+    rows = []
     for name in WAYS:
         every = [late for run in runs for late in run[name]]
         medians = [statistics.median(run[name]) for run in runs]
-        print(
-            f"| {name} | {statistics.median(every):.3f} | {percentile(every, 99):.3f} | "
-            f"{max(every):.3f} | {min(medians):.3f}–{max(medians):.3f} |"
+        rows.append(
+            [
+                name,
+                *(
+                    f"{value:.3f}"
+                    for value in (statistics.median(every), percentile(every, 99), max(every))
+                ),
+                f"{min(medians):.3f}–{max(medians):.3f}",
+            ]
         )
+    print(
+        f"{chosen.sleeps} sleeps of 20–80 ms per way and repeat, {chosen.repeats} repeats, "
+        f"LANDING {LANDING * 1000:g} ms, {host_line()}\n"
+    )
+    headers = ["sleep", "median, ms", "p99, ms", "max, ms", "repeats' medians, ms"]
+    print(markdown_table(headers, rows))
 
 
 if __name__ == "__main__":
-    main()
+    launch(main)

@@ -2,13 +2,10 @@
 
     python bench/charts.py [bench/out/peers.json] [bench/figures]
 
-- ``lateness.png``: for each burst size and for the periodic job, the share of starts
-  made by a given lateness (an empirical CDF, all repeats pooled), one line per daemon,
-  log time axis, the issue's target as a dashed line.
-- ``scaling.png``: startup, steady RSS and idle CPU per 60 s against the number of jobs,
-  log-log, one line per daemon (medians over the repeats).
-
-Needs matplotlib (``pip install -e '.[bench]'``).
+``lateness.png``: for each burst size and the periodic job, the share of starts made by a
+given lateness (all repeats pooled), one line per daemon, the target dashed.
+``scaling.png``: startup, steady RSS and idle CPU against the number of jobs, log-log, one
+line per daemon (medians over the repeats). Needs matplotlib (``pip install -e '.[bench]'``).
 """
 
 from __future__ import annotations
@@ -23,11 +20,10 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 
 import matplotlib.pyplot as plt
+from harness import BENCH, BUILD_DIR, launch
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from peers_report import Idle, Results, load
 
 COLORS = {"cronplus": "tab:blue", "yacron": "tab:orange", "Debian cron": "tab:green"}
@@ -38,25 +34,50 @@ FLOOR = 1e-4
 """Lateness below 0.1 ms is drawn at 0.1 ms: a log axis has no zero."""
 
 
-def _cdf(ax: Axes, late: list[float], name: str) -> None:
-    ordered = sorted(max(value, FLOOR) for value in late)
-    shares = [(i + 1) / len(ordered) for i in range(len(ordered))]
-    ax.step(ordered, shares, where="post", label=name, color=COLORS.get(name))
+def _finish(ax: Axes, **labels: str) -> None:
+    ax.set(**labels)
+    # A label at every minor tick of a log axis is a smear.
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
 
 
 def _lateness_panel(ax: Axes, title: str, lines: dict[str, list[float]], target: float) -> None:
     for name, late in lines.items():
         if late:
-            _cdf(ax, late, name)
+            ordered = sorted(max(value, FLOOR) for value in late)
+            shares = [(i + 1) / len(ordered) for i in range(len(ordered))]
+            ax.step(ordered, shares, where="post", label=name, color=COLORS.get(name))
     ax.axvline(target, linestyle="--", color="grey", label=f"target {target:g} s")
-    ax.set(xscale="log", title=title, xlabel="lateness, s", ylabel="share of starts")
     ax.set_ylim(0, 1.02)
-    ax.xaxis.set_minor_formatter(NullFormatter())  # a label at every minor tick is a smear
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small")
+    _finish(ax, xscale="log", title=title, xlabel="lateness, s", ylabel="share of starts")
 
 
-def lateness_chart(r: Results, path: Path) -> Path:
+def _scaling_panel(
+    ax: Axes, r: Results, pick: Callable[[Idle], float | None], title: str, unit: str
+) -> None:
+    for name, by_size in r.daemons.items():
+        points = [
+            (n, statistics.median(known))
+            for n, runs in sorted(by_size.items())
+            if (known := [value for value in map(pick, runs) if value is not None])
+        ]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, marker="o", label=name, color=COLORS.get(name))
+    _finish(ax, xscale="log", yscale="log", title=title, xlabel="jobs", ylabel=unit)
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def draw(r: Results, folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
     sizes = sorted({n for by_size in r.bursts.values() for n in by_size})
     fig, axes = plt.subplots(1, len(sizes) + 1, figsize=(5 * (len(sizes) + 1), 4))
     for ax, n in zip(axes, sizes, strict=False):
@@ -66,31 +87,7 @@ def lateness_chart(r: Results, path: Path) -> Path:
         }
         _lateness_panel(ax, f"{n:,} jobs due at once", pooled, BURST_TARGETS.get(n, 0.45))
     _lateness_panel(axes[-1], f"one job every {r.grain}", r.every, EVERY_TARGET)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def _scaling_panel(
-    ax: Axes, r: Results, pick: Callable[[Idle], float | None], title: str, unit: str
-) -> None:
-    for name, by_size in r.daemons.items():
-        points = []
-        for n, runs in sorted(by_size.items()):
-            known = [value for value in map(pick, runs) if value is not None]
-            if known:
-                points.append((n, statistics.median(known)))
-        if points:
-            xs, ys = zip(*points, strict=True)
-            ax.plot(xs, ys, marker="o", label=name, color=COLORS.get(name))
-    ax.set(xscale="log", yscale="log", title=title, xlabel="jobs", ylabel=unit)
-    ax.yaxis.set_minor_formatter(NullFormatter())
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize="small")
-
-
-def scaling_chart(r: Results, path: Path) -> Path:
+    lateness = _save(fig, folder / "lateness.png")
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     _scaling_panel(axes[0], r, lambda i: i.startup, "startup", "s")
     _scaling_panel(axes[1], r, lambda i: i.rss_mb, "steady RSS", "MB")
@@ -102,24 +99,16 @@ def scaling_chart(r: Results, path: Path) -> Path:
         "idle CPU per 60 s",
         "ms",
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def draw(r: Results, folder: Path) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    return [lateness_chart(r, folder / "lateness.png"), scaling_chart(r, folder / "scaling.png")]
+    return [lateness, _save(fig, folder / "scaling.png")]
 
 
 def main() -> None:
     args = sys.argv[1:]
-    source = Path(args[0]) if args else Path(__file__).resolve().parent / "out" / "peers.json"
-    folder = Path(args[1]) if len(args) > 1 else Path(__file__).resolve().parent / "figures"
+    source = Path(args[0]) if args else BUILD_DIR / "peers.json"
+    folder = Path(args[1]) if len(args) > 1 else BENCH / "figures"
     for path in draw(load(source), folder):
         print(f"wrote {path}")
 
 
 if __name__ == "__main__":
-    main()
+    launch(main)

@@ -1,8 +1,8 @@
 """The peers benchmark's figures: kept as JSON, told as markdown tables against the targets.
 
 ``Results`` holds every raw figure of one run of bench_peers.py; ``report`` turns it into
-the ``## peers`` section of bench/RESULTS.md: the machine and versions, the issue's
-targets with cronplus, each peer, their ratios and the verdict, then a table per row.
+the block of RESULTS.md's ``## peers``: the issue's targets with cronplus, each peer, their
+ratios and the verdict, then a table per measurement.
 """
 
 from __future__ import annotations
@@ -10,40 +10,26 @@ from __future__ import annotations
 import json
 import platform
 import statistics
-import subprocess
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_runonce import (
+from harness import (
+    BURST_STATS,
+    Record,
+    Section,
     cell,
-    load_average,
-    machine,
     markdown_table,
+    per_second,
     percentile,
+    said,
     shown,
-    update_results,
 )
 from peers import PEERS_DIR, YACRON_VERSION, cron_version
+from procs import Check
 
-HEADING = "## peers"
-OWNER = "bench_peers.py"
-
-__all__ = ["Check", "Idle", "Results", "header", "load_average", "report", "save"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Check:
-    """One config check: seconds from spawn to exit and the command's own peak RSS (both
-    None: stopped at the slow limit)."""
-
-    seconds: float | None
-    peak_mb: float | None
+SECTION = Section("## peers", "bench_peers.py")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,20 +94,11 @@ def load(path: Path) -> Results:
     )
 
 
-# --- the header ---------------------------------------------------------------------------
-
-
 def header(
-    loadavg: str,
-    names: Sequence[str],
-    argv: Sequence[str],
-    *,
-    cronplus: Path | None,
-    began: datetime,
-    code: str,
+    record: Record, names: Sequence[str], argv: Sequence[str], *, cronplus: Path | None
 ) -> str:
-    """The machine, the versions measured (cronplus as the interpreter ``cronplus`` runs it)
-    and the command."""
+    """The section's header: the host, the versions measured (cronplus as the interpreter
+    that runs it), the command."""
     from cronplus import __version__
 
     versions = [f"cronplus {__version__} (run by {shown(cronplus)})"] if cronplus else []
@@ -129,20 +106,17 @@ def header(
         versions.append(f"yacron {YACRON_VERSION} (PyPI, in bench/out/{PEERS_DIR.name}/yacron)")
     if "cron" in names:
         versions.append(f"Debian cron {cron_version()} (`cron -f` in a private mount namespace)")
-    kernel = subprocess.run(["uname", "-r"], capture_output=True, text=True).stdout.strip()
-    return (
-        f"{machine(loadavg, began=began, code=code)}\n- versions: {', '.join(versions)}; Python "
-        f"{platform.python_version()}, Linux {kernel}\n"
-        f"- command: `python bench/bench_peers.py {' '.join(argv)}`"
-    )
+    kernel = said(["uname", "-r"])
+    note = f"- versions: {', '.join(versions)}; Python {platform.python_version()}, Linux {kernel}"
+    return record.header(f"python bench/bench_peers.py {' '.join(argv)}", note)
 
 
-# --- figures --------------------------------------------------------------------------------
+# --- the targets ----------------------------------------------------------------------------
 
 Value = float | str | None
 """One figure of one daemon: a number, why there is none (the slow limit), or None: not
 measured."""
-Figure = Callable[["Results", str], Value]
+Figure = Callable[[Results, str], Value]
 
 
 def _median(values: Sequence[float | None], *, missing: str) -> Value:
@@ -152,51 +126,23 @@ def _median(values: Sequence[float | None], *, missing: str) -> Value:
 
 
 def check_s(n: int) -> Figure:
+    return lambda r, name: _median(
+        [c.seconds for c in r.checks.get(name, {}).get(n, [])], missing=f"> {r.slow_limit:g} s"
+    )
+
+
+def idle_figure(n: int, pick: Callable[[Idle], float | None], missing: str = "not ready") -> Figure:
     def figure(r: Results, name: str) -> Value:
-        runs = r.checks.get(name, {}).get(n, [])
-        return _median([c.seconds for c in runs], missing=f"> {r.slow_limit:g} s")
+        why = missing.format(limit=r.slow_limit)
+        return _median([pick(i) for i in r.daemons.get(name, {}).get(n, [])], missing=why)
 
     return figure
-
-
-def idle_figure(n: int, pick: Callable[[Idle], float | None]) -> Figure:
-    def figure(r: Results, name: str) -> Value:
-        runs = r.daemons.get(name, {}).get(n, [])
-        return _median([pick(i) for i in runs], missing="not ready")
-
-    return figure
-
-
-def startup_s(n: int) -> Figure:
-    def figure(r: Results, name: str) -> Value:
-        runs = r.daemons.get(name, {}).get(n, [])
-        return _median([i.startup for i in runs], missing=f"> {r.slow_limit:g} s")
-
-    return figure
-
-
-def rss_mb(n: int) -> Figure:
-    return idle_figure(n, lambda i: i.rss_mb)
-
-
-def idle_ms(n: int) -> Figure:
-    return idle_figure(n, lambda i: i.cpu_ms)
-
-
-BURST_STATS: dict[str, Callable[[list[float]], float]] = {
-    "first": min,
-    "median": statistics.median,
-    "p99": lambda late: percentile(late, 99),
-    "last": max,
-}
 
 
 def burst_s(n: int, stat: str) -> Figure:
-    def figure(r: Results, name: str) -> Value:
-        runs = r.bursts.get(name, {}).get(n, [])
-        return _median([BURST_STATS[stat](late) for late in runs], missing="–")
-
-    return figure
+    return lambda r, name: _median(
+        [BURST_STATS[stat](late) for late in r.bursts.get(name, {}).get(n, [])], missing="–"
+    )
 
 
 def every_s(q: float) -> Figure:
@@ -207,7 +153,7 @@ def every_s(q: float) -> Figure:
     return figure
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True)
 class Target:
     """One row of the issue's table: what is measured, in which unit, below which limit."""
 
@@ -217,19 +163,23 @@ class Target:
     limit: float | None = None
 
 
+def startup_s(n: int) -> Figure:
+    return idle_figure(n, lambda i: i.startup, "> {limit:g} s")
+
+
 TARGETS = (
-    Target(what="config check, 1,000 jobs", figure=check_s(1000), unit="s", limit=0.3),
-    Target(what="config check, 10,000 jobs", figure=check_s(10000), unit="s", limit=1.0),
-    Target(what="startup, 1,000 jobs", figure=startup_s(1000), unit="s", limit=0.5),
-    Target(what="startup, 10,000 jobs", figure=startup_s(10000), unit="s", limit=1.0),
-    Target(what="steady RSS, 10,000 jobs", figure=rss_mb(10000), unit="MB", limit=60.0),
-    Target(what="idle CPU per 60 s, 1,000 jobs", figure=idle_ms(1000), unit="ms", limit=1.0),
-    Target(what="idle CPU per 60 s, 10,000 jobs", figure=idle_ms(10000), unit="ms", limit=1.0),
-    Target(what="burst of 1,000: last start", figure=burst_s(1000, "last"), unit="s", limit=0.45),
-    Target(what="burst of 100: p99 start", figure=burst_s(100, "p99"), unit="s", limit=0.06),
-    Target(what="one job every {grain}: p50", figure=every_s(50), unit="s"),
-    Target(what="one job every {grain}: p99", figure=every_s(99), unit="s", limit=0.01),
-    Target(what="one job every {grain}: max", figure=every_s(100), unit="s"),
+    Target("config check, 1,000 jobs", check_s(1000), "s", 0.3),
+    Target("config check, 10,000 jobs", check_s(10000), "s", 1.0),
+    Target("startup, 1,000 jobs", startup_s(1000), "s", 0.5),
+    Target("startup, 10,000 jobs", startup_s(10000), "s", 1.0),
+    Target("steady RSS, 10,000 jobs", idle_figure(10000, lambda i: i.rss_mb), "MB", 60.0),
+    Target("idle CPU per 60 s, 1,000 jobs", idle_figure(1000, lambda i: i.cpu_ms), "ms", 1.0),
+    Target("idle CPU per 60 s, 10,000 jobs", idle_figure(10000, lambda i: i.cpu_ms), "ms", 1.0),
+    Target("burst of 1,000: last start", burst_s(1000, "last"), "s", 0.45),
+    Target("burst of 100: p99 start", burst_s(100, "p99"), "s", 0.06),
+    Target("one job every {grain}: p50", every_s(50), "s"),
+    Target("one job every {grain}: p99", every_s(99), "s", 0.01),
+    Target("one job every {grain}: max", every_s(100), "s"),
 )
 
 
@@ -266,38 +216,30 @@ def _verdict(mine: float | None, limit: float | None) -> str:
 
 def targets_table(r: Results) -> str:
     """The issue's rows: each daemon's figure, cronplus's ratio to each peer, the verdict."""
-    names = r.names
-    peers = [name for name in names if name != "cronplus"]
-    headers = ["figure", "target", *names, *(f"cronplus ÷ {peer}" for peer in peers)]
-    headers += ["best peer ÷ cronplus", "met"]
+    peers = [name for name in r.names if name != "cronplus"]
+    headers = ["figure", "target", *r.names, *(f"cronplus ÷ {peer}" for peer in peers)]
     rows = []
     for target in TARGETS:
-        values = {name: target.figure(r, name) for name in names}
+        values = {name: target.figure(r, name) for name in r.names}
         if all(value is None for value in values.values()):
             continue
         mine = _known(values.get("cronplus"))
         theirs = {peer: _known(values[peer]) for peer in peers}
         best = min((v for v in theirs.values() if v is not None), default=None)
-        limit = "–" if target.limit is None else f"< {target.limit:g} {target.unit}"
         rows.append(
             [
                 target.what.format(grain=r.grain),
-                limit,
-                *(_number(values[name], target.unit) for name in names),
+                "–" if target.limit is None else f"< {target.limit:g} {target.unit}",
+                *(_number(values[name], target.unit) for name in r.names),
                 *(_ratio(mine, theirs[peer]) for peer in peers),
                 _beats(mine, best),
                 _verdict(mine, target.limit),
             ]
         )
-    return markdown_table(headers, rows)
+    return markdown_table([*headers, "best peer ÷ cronplus", "met"], rows)
 
 
 # --- the detailed tables ----------------------------------------------------------------------
-
-
-def _spread(values: Sequence[float | None], scale: float = 1.0, digits: int = 3) -> str:
-    known = [value for value in values if value is not None]
-    return cell(known, scale, digits) if known else "–"
 
 
 def checks_table(r: Results) -> str:
@@ -308,8 +250,8 @@ def checks_table(r: Results) -> str:
                 rows.append([f"{n:,}", name, "no check command", "–"])
                 continue
             timed_out = any(run.seconds is None for run in runs)
-            seconds = f"> {r.slow_limit:g}" if timed_out else _spread([c.seconds for c in runs])
-            rows.append([f"{n:,}", name, seconds, _spread([c.peak_mb for c in runs], digits=1)])
+            seconds = f"> {r.slow_limit:g}" if timed_out else cell(c.seconds for c in runs)
+            rows.append([f"{n:,}", name, seconds, cell((c.peak_mb for c in runs), digits=1)])
     return markdown_table(["jobs", "daemon", "time, s", "peak RSS, MB"], rows)
 
 
@@ -318,32 +260,29 @@ def daemons_table(r: Results) -> str:
     for name, by_size in r.daemons.items():
         for n, runs in sorted(by_size.items()):
             startups = [i.startup for i in runs]
-            startup = _spread(startups) if any(startups) else f"> {r.slow_limit:g}"
+            startup = cell(startups) if any(startups) else f"> {r.slow_limit:g}"
             rows.append(
                 [
                     f"{n:,}",
                     name,
                     startup + (f" ({len(runs)} run)" if len(runs) == 1 else ""),
-                    _spread([i.rss_mb for i in runs], digits=1),
-                    _spread([i.hwm_mb for i in runs], digits=1),
-                    _spread([i.cpu_ms for i in runs]),
-                    _spread([i.wakeups for i in runs], digits=1),
+                    cell((i.rss_mb for i in runs), digits=1),
+                    cell((i.hwm_mb for i in runs), digits=1),
+                    cell(i.cpu_ms for i in runs),
+                    cell((i.wakeups for i in runs), digits=1),
                 ]
             )
     headers = ["jobs", "daemon", "startup, s", "VmRSS, MB", "VmHWM, MB"]
-    headers += ["idle CPU, ms per 60 s", "wake-ups per 60 s"]
-    return markdown_table(headers, rows)
+    return markdown_table([*headers, "idle CPU, ms per 60 s", "wake-ups per 60 s"], rows)
 
 
 def bursts_table(r: Results) -> str:
-    rows = []
-    sizes = sorted({n for by_size in r.bursts.values() for n in by_size})
-    for n in sizes:
-        for name, by_size in r.bursts.items():
-            runs = by_size.get(n, [])
-            if runs:
-                stats = [_spread([stat(late) for late in runs]) for stat in BURST_STATS.values()]
-                rows.append([f"{n:,}", name, *stats])
+    rows = [
+        [f"{n:,}", name, *(cell(stat(late) for late in runs) for stat in BURST_STATS.values())]
+        for n in sorted({n for by_size in r.bursts.values() for n in by_size})
+        for name, by_size in r.bursts.items()
+        if (runs := by_size.get(n, []))
+    ]
     return markdown_table(["jobs", "daemon", *(f"{s}, s" for s in BURST_STATS)], rows)
 
 
@@ -359,9 +298,9 @@ def spawn_table(r: Results) -> str:
     rows = [
         [
             name,
-            _spread([run[0] for run in runs]),
-            _spread([run[1] for run in runs]),
-            f"{r.spawn_n / statistics.median(run[0] for run in runs):,.0f}",
+            cell(t[0] for t in runs),
+            cell(t[1] for t in runs),
+            per_second(r.spawn_n, (t[0] for t in runs)),
         ]
         for name, runs in r.spawn.items()
     ]
@@ -385,7 +324,3 @@ def report(r: Results) -> str:
         f"The bare spawn limit: {r.spawn_n:,} children of the same payload in flight, no "
         f"scheduler:\n\n{spawn_table(r)}\n"
     )
-
-
-def write_section(path: Path, body: str) -> None:
-    update_results(path, HEADING, body, owner=OWNER)

@@ -21,25 +21,22 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
-from bench_daemon import (
-    DaemonRun,
-    idle_month,
-    moved_to_month,
-    no_daemon_left,
-    write_idle_crontab,
-)
+from bench_daemon import idle_crontab
 from bench_floors import check_target
-from bench_runonce import (
+from gen import EXPRESSIONS, ZONES, JobSpec, as_generated, cronplus_crontab, idle_from, job_specs
+from harness import (
+    Record,
+    Section,
     bench_env,
+    build_c,
     build_stamp,
     code_state,
-    machine,
+    interpreter,
     percentile,
     read_stamps,
-    rewritten,
     update_results,
 )
-from gen import EXPRESSIONS, ZONES, crontab_text
+from procs import Child, DaemonRun, no_child_left
 
 from cronplus.config import loader
 from cronplus.core.schedule import Schedule
@@ -202,8 +199,6 @@ def names_a_loader(program: Path) -> bool:
 
 
 def test_a_static_build_is_never_a_dynamic_one_made_before(tmp_path: Path) -> None:
-    from bench_runonce import build_c
-
     dynamic = build_c(BENCH / "stamp.c", tmp_path)
     static = build_c(BENCH / "stamp.c", tmp_path, static=True)
     assert static != dynamic
@@ -217,8 +212,6 @@ def test_a_static_build_is_never_a_dynamic_one_made_before(tmp_path: Path) -> No
 
 
 def test_the_sleeper_wakes_and_sleeps_again_until_killed(tmp_path: Path) -> None:
-    from bench_runonce import build_c
-
     sleeper = build_c(BENCH / "sleeper.c", tmp_path)
     assert subprocess.run([sleeper], capture_output=True, text=True).stderr == (
         "usage: sleeper SECONDS\n"
@@ -243,15 +236,13 @@ def sleeps(pid: int) -> int:
 
 
 def test_a_daemon_still_running_when_the_bench_fails_is_killed(tmp_path: Path) -> None:
-    crontab = tmp_path / "crontab.yaml"
-    write_idle_crontab(crontab, 3)
-    daemon = DaemonRun(tmp_path, crontab)
+    daemon = DaemonRun(tmp_path, idle_crontab(tmp_path, 3))
     try:
-        with pytest.raises(SystemExit, match="a failure"), no_daemon_left():
-            daemon.wait_for("started", timeout=60)
+        with pytest.raises(SystemExit, match="a failure"), no_child_left():
+            daemon.ready(60)
             raise SystemExit("a failure")
         assert daemon.proc.returncode == -signal.SIGKILL
-        assert daemon not in DaemonRun.alive
+        assert daemon not in Child.alive
     finally:
         if daemon.proc.poll() is None:  # the test failed: do not leave it running either
             daemon.kill()
@@ -302,26 +293,42 @@ def test_percentile_is_the_nearest_rank(values: list[float], q: float, expected:
     assert percentile(values, q) == expected
 
 
-def test_rewritten_keeps_generated_jobs_and_zones_with_new_schedules_and_commands(
+def test_the_crontab_holds_the_generated_jobs_and_zones_with_the_schedule_and_command_asked(
     tmp_path: Path,
 ) -> None:
     env = {"XDG_STATE_HOME": str(tmp_path)}
-    text = crontab_text(40)
-    generated = loader.loads(text, path=tmp_path / "gen.yaml", env=env)
+    jobs = job_specs(40)
+    generated = loader.loads(
+        cronplus_crontab(jobs, as_generated, ["true"]), path=tmp_path / "g.yaml", env=env
+    )
+    assert [(job.name, job.schedule, job.timezone.key) for job in generated.jobs] == [
+        (spec.name, spec.expression, spec.zone) for spec in jobs
+    ]
     seen: list[tuple[str, str]] = []
 
-    def schedule(old: str, zone: ZoneInfo) -> str:
-        seen.append((old, zone.key))
+    def schedule(spec: JobSpec, zone: ZoneInfo) -> str:
+        seen.append((spec.name, zone.key))
         return "5 4 * * *"
 
     path = tmp_path / "crontab.yaml"
-    path.write_text(rewritten(text, schedule=schedule, argv=("/a b", "c")))
+    path.write_text(cronplus_crontab(jobs, schedule, ["/a b", "c"]))
     crontab = loader.load(path, env=env)
-    assert seen == [(job.schedule, job.timezone.key) for job in generated.jobs]
-    assert [(job.name, job.timezone) for job in crontab.jobs] == [
-        (job.name, job.timezone) for job in generated.jobs
+    assert seen == [(spec.name, spec.zone) for spec in jobs]
+    assert [(job.name, job.timezone.key) for job in crontab.jobs] == [
+        (s.name, s.zone) for s in jobs
     ]
     assert {(job.schedule, job.command) for job in crontab.jobs} == {("5 4 * * *", ("/a b", "c"))}
+
+
+def test_a_shell_command_and_more_lines_are_written_as_cronplus_reads_them(tmp_path: Path) -> None:
+    jobs = [JobSpec(name="job-001", expression="*/2 * * * * *", zone="UTC")]
+    text = cronplus_crontab(
+        jobs, as_generated, "echo \"$X\" >> 'a file'", concurrent=40, each=["overlap: allow"]
+    )
+    crontab = loader.loads(text, path=tmp_path / "c.yaml", env={"XDG_STATE_HOME": str(tmp_path)})
+    assert crontab.settings.max_concurrent == 40
+    [job] = crontab.jobs
+    assert (job.command, job.overlap.value) == ("echo \"$X\" >> 'a file'", "allow")
 
 
 @pytest.mark.parametrize(
@@ -331,10 +338,11 @@ def test_rewritten_keeps_generated_jobs_and_zones_with_new_schedules_and_command
 )
 @pytest.mark.parametrize("expression", [*EXPRESSIONS, "@weekly", "* * * * * *"])
 def test_an_idle_schedule_stays_quiet_for_months(today: datetime, expression: str) -> None:
-    month = moved_to_month(idle_month(today))
+    quiet = idle_from(today)
     for key in ZONES:
         zone = ZoneInfo(key)
-        schedule = Schedule.parse(month(expression, zone), zone=zone, job_name="job-00001")
+        spec = JobSpec(name="job-00001", expression=expression, zone=key)
+        schedule = Schedule.parse(quiet(spec, zone), zone=zone, job_name=spec.name)
         assert schedule.next_after(today) - today > timedelta(days=120), (expression, key)
 
 
@@ -371,8 +379,47 @@ def test_the_header_names_the_code_read_when_the_run_began_not_the_head_at_its_e
     ).stdout.strip()
     assert code_state().startswith(f"commit {head}")
     # A long run reads it first and passes it on: a commit made meanwhile is not measured.
-    assert "\n- code: commit 0000000\n" in machine("0.00 0.00 0.00", code="commit 0000000") + "\n"
-    assert f"\n- code: commit {head}" in machine("0.00 0.00 0.00", code=code_state())
+    began = datetime(2026, 12, 2, 12, 45, tzinfo=UTC)
+    record = Record(loadavg="0.00 0.00 0.00", code="commit 0000000", began=began)
+    header = record.header("python bench/x.py -n 3", "- cronplus run by: python")
+    assert header.startswith("- date: 2026-12-02T12:45+00:00 to ")
+    assert header.endswith(
+        "\n- code: commit 0000000\n- cronplus run by: python\n- command: `python bench/x.py -n 3`"
+    )
+    assert f"\n- code: commit {head}" in Record.begin().header("x")
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "options", "command"),
+    [
+        (
+            "bench_daemon.py",
+            {"sizes": [100, 1000, 10000], "idle_seconds": 60.0, "burst_lead": 5.0, "repeats": 3},
+            ["sizes", "idle_seconds", "repeats", "burst_lead"],
+            "python bench/bench_daemon.py --sizes 100,1000,10000 --idle-seconds 60 --repeats 3"
+            " --burst-lead 5",
+        ),
+        (
+            "bench_runonce.py",
+            {"n": 1000, "repeats": 3, "program": "/bin/true"},
+            ["n", "repeats", "program"],
+            "python bench/bench_runonce.py -n 1000 --repeats 3 --program /bin/true",
+        ),
+        (
+            "bench_cluster_faults.py",
+            {"scenarios": ["steady", "pause"], "window": 60.0, "lease": 6},
+            ["scenarios", "lease", "window"],
+            "python bench/bench_cluster_faults.py --scenarios steady,pause --lease 6 --window 60",
+        ),
+    ],
+    ids=["lists-and-floats", "short-option", "names"],
+)
+def test_a_section_names_the_command_that_measures_it_again(
+    script: str, args: dict[str, object], options: list[str], command: str
+) -> None:
+    import argparse
+
+    assert Section("## x", script).command(argparse.Namespace(**args), options) == command
 
 
 def test_the_bench_env_drops_what_steers_cronplus(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -388,8 +435,6 @@ def test_cronplus_python_is_a_path_or_a_name_on_path_made_absolute_not_resolved(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import argparse
-
-    from bench_runonce import interpreter
 
     venv_python = tmp_path / "venv" / "bin" / "python"
     venv_python.parent.mkdir(parents=True)

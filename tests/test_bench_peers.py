@@ -23,25 +23,17 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from peers import (
-    PORTABLE,
-    Cronplus,
-    DebianCron,
-    JobSpec,
-    Yacron,
-    every,
-    job_specs,
-    minute_at,
-    second_at,
-    stamp_times,
-)
-from peers_report import Check, Idle, Results, load, report, targets_table
+from gen import PORTABLE, JobSpec, every, job_specs, minute_at, second_at
+from harness import BENCH, Failed, build_c, read_stamps
+from peers import Cronplus, DebianCron, Yacron
+from peers_report import Idle, Results, load, report, save, targets_table
+from procs import Check, exits_within, timed_check
 from test_bench import SPREAD, column, tables
 
 from cronplus.config import loader
 from cronplus.core.schedule import Schedule
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
+PEAK = BENCH / "peak.c"
 PNG = b"\x89PNG\r\n\x1a\n"
 FIGURE = re.compile(r"^(\d[\d,]*\.\d+ (s|MB|ms)|–)$")
 
@@ -107,12 +99,9 @@ def test_seconds_are_refused_when_a_peer_takes_part(tmp_path: Path) -> None:
 
 
 def test_a_check_s_peak_rss_is_its_own_not_the_harness_s(tmp_path: Path) -> None:
-    from bench_peers import PEAK_SOURCE, timed_check
-    from bench_runonce import build_c
-
     ballast = bytearray(200 * 2**20)  # the harness at 200 MB more than a bare interpreter
     checked = timed_check(
-        [sys.executable, "-c", "pass"], tmp_path, 60.0, peak=build_c(PEAK_SOURCE, tmp_path)
+        [sys.executable, "-c", "pass"], tmp_path, 60.0, peak=build_c(PEAK, tmp_path)
     )
     assert checked.seconds is not None and checked.seconds < 60.0
     assert checked.peak_mb is not None and 1.0 < checked.peak_mb < 100.0, checked
@@ -120,18 +109,12 @@ def test_a_check_s_peak_rss_is_its_own_not_the_harness_s(tmp_path: Path) -> None
 
 
 def test_a_failing_check_is_reported_with_its_exit_code_and_output(tmp_path: Path) -> None:
-    from bench_peers import PEAK_SOURCE, timed_check
-    from bench_runonce import build_c
-    from peers import PeerError
-
     argv = [sys.executable, "-c", "import sys; print('bad line 3'); sys.exit(3)"]
-    with pytest.raises(PeerError, match=r"exited 3:\nbad line 3"):
-        timed_check(argv, tmp_path, 60.0, peak=build_c(PEAK_SOURCE, tmp_path))
+    with pytest.raises(Failed, match=r"exited 3:\nbad line 3"):
+        timed_check(argv, tmp_path, 60.0, peak=build_c(PEAK, tmp_path))
 
 
 def test_exits_within_sees_the_exit_and_leaves_the_child_to_be_reaped() -> None:
-    from bench_peers import exits_within
-
     quick = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(4)"])
     assert exits_within(quick.pid, 60.0)
     assert quick.wait() == 4  # not reaped by exits_within: its code is still there
@@ -145,25 +128,18 @@ def test_exits_within_sees_the_exit_and_leaves_the_child_to_be_reaped() -> None:
 
 
 def test_a_check_that_cannot_be_run_is_reported_as_such(tmp_path: Path) -> None:
-    from bench_peers import PEAK_SOURCE, timed_check
-    from bench_runonce import build_c
-    from peers import PeerError
-
     missing = str(tmp_path / "no-such-daemon")
-    with pytest.raises(PeerError, match=r"no-such-daemon exited 127:\n.*No such file"):
-        timed_check([missing, "--check"], tmp_path, 60.0, peak=build_c(PEAK_SOURCE, tmp_path))
+    with pytest.raises(Failed, match=r"no-such-daemon exited 127:\n.*No such file"):
+        timed_check([missing, "--check"], tmp_path, 60.0, peak=build_c(PEAK, tmp_path))
 
 
 def test_a_check_over_the_limit_is_stopped_with_its_children(tmp_path: Path) -> None:
-    from bench_peers import PEAK_SOURCE, timed_check
-    from bench_runonce import build_c
-
     pid_file = tmp_path / "pid"
     script = (
         f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
     )
     checked = timed_check(
-        [sys.executable, "-c", script], tmp_path, 3.0, peak=build_c(PEAK_SOURCE, tmp_path)
+        [sys.executable, "-c", script], tmp_path, 3.0, peak=build_c(PEAK, tmp_path)
     )
     assert checked == Check(seconds=None, peak_mb=None)
     status = Path(f"/proc/{int(pid_file.read_text())}/status")
@@ -184,8 +160,8 @@ def _read_if_there(path: Path) -> str | None:
 
 
 def test_the_jobs_are_the_same_on_every_call_and_every_daemon_reads_their_expressions() -> None:
-    jobs = job_specs(200)
-    assert jobs == job_specs(200)
+    jobs = job_specs(200, expressions=PORTABLE)
+    assert jobs == job_specs(200, expressions=PORTABLE)
     assert [job.name for job in jobs[:2]] == ["job-00000", "job-00001"]
     assert {job.expression for job in jobs} == set(PORTABLE)
     assert not any(re.search(r"[HLW#]", job.expression) for job in jobs)
@@ -222,7 +198,7 @@ def read_cron(folder: Path) -> list[tuple[str, str, str, tuple[str, ...]]]:
 def test_each_daemon_gets_every_job_in_its_own_format(
     tmp_path: Path, daemon: Cronplus, read: object, named: bool, zoned: bool
 ) -> None:
-    jobs = job_specs(12)
+    jobs = job_specs(12, expressions=PORTABLE)
     argv = ("/bench/stamp", "/tmp/a file")
     daemon.write(tmp_path, jobs, lambda spec, zone: f"5 4 * * {len(spec.name) % 7}", argv)
     assert callable(read)
@@ -267,11 +243,11 @@ def test_the_periodic_job_fires_every_minute_or_every_second(grain: str, expecte
 def test_stamps_without_a_job_or_slot_are_read_for_their_time(tmp_path: Path) -> None:
     path = tmp_path / "stamps.txt"
     path.write_text("- - 1795567773.210128225\njob-7 2026-03-08T07:00:00Z 12.5\n")
-    assert stamp_times(path) == [1795567773.210128225, 12.5]
-    assert stamp_times(tmp_path / "missing.txt") == []
+    assert [stamp.at for stamp in read_stamps(path)] == [1795567773.210128225, 12.5]
+    assert read_stamps(tmp_path / "missing.txt") == []
     path.write_text("- - 1.0\ntorn\n")
     with pytest.raises(ValueError, match=r"stamps.txt:2: expected 'JOB SCHEDULED_AT SECONDS'"):
-        stamp_times(path)
+        read_stamps(path)
 
 
 # --- the verdicts ---------------------------------------------------------------------------
@@ -333,8 +309,6 @@ def test_the_targets_table_compares_with_the_best_peer_that_has_a_figure(
 
 
 def test_results_survive_their_json(tmp_path: Path) -> None:
-    from peers_report import save
-
     kept = results(40.0, 120.0, 5.0)
     save(kept, tmp_path / "peers.json")
     assert load(tmp_path / "peers.json") == kept
