@@ -140,12 +140,12 @@ class Metrics:
         A job seen for the first time gets all its series at zero, so that its first
         failure after a start is an increase, and a job that never succeeded has a last
         success of 0, which a staleness rule sees (docs/observability.md)."""
-        for name in next_runs.keys() - self._seeded:
-            self._seed(name)
         for name in self._scheduled - next_runs.keys():
             self.next_run.remove(name)
         self._scheduled = set()
         for name, at in next_runs.items():
+            if name not in self._seeded:
+                self._seed(name)
             if at is not None:
                 self.next_run.labels(name).set(at.timestamp())
                 self._scheduled.add(name)
