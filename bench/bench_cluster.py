@@ -154,7 +154,8 @@ def history(folder: Path, dsn: str | None) -> list[tuple[datetime, datetime]]:
     if dsn:
         with psycopg.connect(dsn) as conn:
             return [(slot, start) for slot, start in conn.execute(query).fetchall()]
-    db = sqlite3.connect(folder / "node-sqlite" / "state" / "cronplus" / "state.db")
+    state = folder / "node-sqlite" / "state" / "cronplus"
+    db = sqlite3.connect(next(state.glob("*.db")))  # the crontab's own (docs/state.md)
     epoch, micro = datetime(1970, 1, 1, tzinfo=UTC), timedelta(microseconds=1)
     rows = db.execute(query).fetchall()
     db.close()

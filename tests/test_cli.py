@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import Cronplus
 
+from cronplus.config.loader import state_name
+
 BACKUP = """\
 jobs:
   backup:
@@ -182,6 +184,8 @@ def test_run_once_runs_both_jobs_due_in_the_minute_and_records_history(cronplus:
         "signal",
         "duration_s",
         "stderr_tail",
+        "reason",
+        "trigger",
     }
 
 
@@ -373,7 +377,7 @@ def test_json_logs_have_stable_field_names(cronplus: Cronplus) -> None:
 
 def test_a_corrupt_state_database_is_exit_2_and_left_untouched(cronplus: Cronplus) -> None:
     cronplus.write(BACKUP)
-    state = cronplus.dir / "state" / "cronplus" / "state.db"
+    state = cronplus.dir / "state" / "cronplus" / state_name(cronplus.config)
     state.parent.mkdir(parents=True, mode=0o700)
     garbage = b"this is not a database" * 100
     state.write_bytes(garbage)

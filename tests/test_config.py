@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 from datetime import timedelta
 from pathlib import Path
@@ -11,7 +12,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cronplus.config.loader import default_state, host_zone, load, loads, parse_duration
+from cronplus.config.loader import (
+    declared_state,
+    default_state,
+    host_zone,
+    load,
+    loads,
+    parse_duration,
+    state_name,
+)
 from cronplus.core.model import (
     Catchup,
     ConfigError,
@@ -29,6 +38,8 @@ FOLDER = Path("/srv/cron")
 PATH = FOLDER / "crontab.yaml"
 ENV = {"HOME": "/home/op", "TZ": "Asia/Tokyo"}
 OPERATOR = 1000
+OWN = "crontab-97f58ba5.db"
+"""The default state's name for PATH: its stem and a hash of its absolute path."""
 """The uid these crontabs are loaded as (not root, whose default state is the system's)."""
 
 DESIGN_EXAMPLE = """\
@@ -132,7 +143,7 @@ def test_a_minimal_job_gets_every_documented_default() -> None:
     """)
 
     assert loaded.settings == Settings(
-        state=Path("/home/op/.local/state/cronplus/state.db"),
+        state=Path("/home/op/.local/state/cronplus", OWN),
         max_concurrent=16,
         log_format=LogFormat.TEXT,
         history_keep=1000,
@@ -357,12 +368,12 @@ def test_a_relative_defaults_workdir_resolves_against_the_crontabs_folder() -> N
 @pytest.mark.parametrize(
     ("state", "env", "expected"),
     [
-        (None, {"HOME": "/home/op"}, "/home/op/.local/state/cronplus/state.db"),
-        (None, {"HOME": "/home/op", "XDG_STATE_HOME": "/xdg"}, "/xdg/cronplus/state.db"),
+        (None, {"HOME": "/home/op"}, f"/home/op/.local/state/cronplus/{OWN}"),
+        (None, {"HOME": "/home/op", "XDG_STATE_HOME": "/xdg"}, f"/xdg/cronplus/{OWN}"),
         (
             None,
             {"HOME": "/home/op", "XDG_STATE_HOME": "rel"},
-            "/home/op/.local/state/cronplus/state.db",
+            f"/home/op/.local/state/cronplus/{OWN}",
         ),
         ("~/cp.db", {"HOME": "/home/op"}, "/home/op/cp.db"),
         ("db/cp.db", {"HOME": "/home/op"}, "/srv/cron/db/cp.db"),
@@ -382,14 +393,14 @@ def test_the_state_path_follows_xdg_home_and_the_crontabs_folder(
 @pytest.mark.parametrize(
     ("env", "platform", "expected"),
     [
-        ({"HOME": "/root"}, "linux", "/var/lib/cronplus/state.db"),
-        ({"HOME": "/home/op"}, "linux", "/var/lib/cronplus/state.db"),
-        ({}, "linux", "/var/lib/cronplus/state.db"),
-        ({"HOME": "/var/root"}, "darwin", "/var/db/cronplus/state.db"),
+        ({"HOME": "/root"}, "linux", f"/var/lib/cronplus/{OWN}"),
+        ({"HOME": "/home/op"}, "linux", f"/var/lib/cronplus/{OWN}"),
+        ({}, "linux", f"/var/lib/cronplus/{OWN}"),
+        ({"HOME": "/var/root"}, "darwin", f"/var/db/cronplus/{OWN}"),
         (
             {"HOME": "/root", "XDG_STATE_HOME": "/srv/state"},
             "linux",
-            "/srv/state/cronplus/state.db",
+            f"/srv/state/cronplus/{OWN}",
         ),
     ],
     ids=["root", "sudo-kept-a-users-home", "no-home", "macos", "xdg-set-on-purpose"],
@@ -397,7 +408,58 @@ def test_the_state_path_follows_xdg_home_and_the_crontabs_folder(
 def test_roots_default_state_is_the_systems_whatever_home_says(
     env: dict[str, str], platform: str, expected: str
 ) -> None:
-    assert default_state(env, euid=0, platform=platform) == Path(expected)
+    assert default_state(env, euid=0, platform=platform, config=PATH) == Path(expected)
+
+
+def test_each_crontab_has_its_own_default_state_named_after_it(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    (real / "releases").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(real)
+    (real / "v1.yaml").touch()
+    (real / "crontab.yaml").symlink_to(real / "v1.yaml")
+    name = state_name(real / "crontab.yaml")
+
+    assert re.fullmatch(r"crontab-[0-9a-f]{8}\.db", name)
+    assert state_name(real / "other.yaml") != name
+    assert state_name(real / "releases" / "crontab.yaml") != name
+    # A path through a symlinked folder is the same file; a swap of the file keeps its state.
+    assert state_name(tmp_path / "link" / "crontab.yaml") == name
+    (real / "crontab.yaml").unlink()
+    (real / "crontab.yaml").symlink_to(real / "releases")
+    assert state_name(real / "crontab.yaml") == name
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("settings:\n  state: db/s.db\njobs:\n  a: [\n", ("/srv/cron/db/s.db", False)),
+        ("settings: {cluster: {dsn: x}, state: '~/s.db'}\njobs: [\n", ("/home/op/s.db", True)),
+        ("settings:\n  smtp: {state: x}\njobs:\n  a: [\n", (None, False)),
+        ("jobs:\n  a: {schedule: 5}\n", (None, False)),
+    ],
+    ids=["relative-before-a-syntax-error", "tilde-and-cluster", "nested-key", "no-settings"],
+)
+def test_a_broken_files_declared_state_is_read_from_its_yaml_events(
+    tmp_path: Path, text: str, expected: tuple[str | None, bool]
+) -> None:
+    path = tmp_path / "crontab.yaml"
+    path.write_text(text.replace("/srv/cron", str(tmp_path)))
+    state, cluster = declared_state(path, env=ENV)
+
+    want = expected[0] and expected[0].replace("/srv/cron", str(tmp_path))
+    assert (str(state) if state else None, cluster) == (want, expected[1])
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["settings:\n  state: [\n", "jobs:\n  a: [\nsettings: {state: x}\n", "settings: {state: ~}\n"],
+    ids=["breaks-inside-settings", "breaks-before-settings", "null"],
+)
+def test_a_broken_file_that_cannot_tell_its_state_says_so(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "crontab.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError):
+        declared_state(path, env=ENV)
 
 
 def test_a_state_without_home_or_xdg_or_setting_is_an_error() -> None:

@@ -38,6 +38,9 @@ class Answers:
     def reload(self) -> dict[str, Any]:
         return {"ok": True}
 
+    def jobs(self) -> dict[str, Any]:
+        return {"jobs": []}
+
     async def run_job(self, name: str) -> dict[str, Any]:
         return {"job": name, "outcome": "succeeded"}
 

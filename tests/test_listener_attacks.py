@@ -30,6 +30,7 @@ import pytest
 from attacker import Attacker
 from conftest import Cronplus, Daemon
 
+from cronplus.config.loader import state_name
 from cronplus.core.model import CronplusError
 from cronplus.observe.control import ControlServer, socket_path
 from cronplus.observe.logs import EventLog
@@ -46,6 +47,10 @@ family, where, idle, slow, seconds = sys.argv[1:6]
 idle, slow, seconds = int(idle), int(slow), float(seconds)
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+if family != "tcp":  # a deep test folder: the name alone fits a socket address's 108 bytes
+    import os
+    os.chdir(os.path.dirname(where))
+    where = os.path.basename(where)
 address = (("127.0.0.1", int(where)) if family == "tcp" else where)
 kind = socket.AF_INET if family == "tcp" else socket.AF_UNIX
 stats = {"opened": 0, "dropped": 0, "slow_bytes": 0}
@@ -191,7 +196,7 @@ def test_a_user_holding_a_thousand_connections_and_slow_requests_starves_nothing
     assert seen["failed"] == 0 and "too many open files" not in daemon.text().lower(), seen
     assert seen["runs"] >= seen["seconds"] - 2, seen  # a start every second throughout
     assert seen["raw"] == 0, seen  # every line is JSON
-    assert seen["lines"] <= seen["runs"] + 10, seen  # one per run, a few about the flood
+    assert seen["lines"] <= 2 * seen["runs"] + 10, seen  # started and succeeded, a few more
     assert seen["cpu"] <= 0.25 * seen["seconds"], seen  # was a whole CPU: bounded, not fast
     assert most_fds <= base_fds + 64 + 8, (most_fds, base_fds)  # the listener's budget
     print(f"metrics flood: {stats} daemon: {seen} fds: {base_fds} -> at most {most_fds}")
@@ -201,7 +206,8 @@ def test_a_flood_on_the_control_socket_leaves_status_and_jobs_working(
     cronplus: Cronplus, daemon: Daemon
 ) -> None:
     # Only root may open the 0600 socket, so the flood is root's own other process.
-    path = str(socket_path(Path(cronplus.env["XDG_STATE_HOME"]) / "cronplus" / "state.db"))
+    state = Path(cronplus.env["XDG_STATE_HOME"], "cronplus", state_name(cronplus.config))
+    path = str(socket_path(state))
     base_fds = descriptors(daemon.proc.pid)
     window = Window(daemon)
     argv = [sys.executable, "-I", "-c", FLOOD, "unix", path, "1000", "50", str(WINDOW)]
@@ -218,7 +224,7 @@ def test_a_flood_on_the_control_socket_leaves_status_and_jobs_working(
     assert answers and all(code == 0 for code in answers), answers
     assert seen["failed"] == 0 and seen["raw"] == 0, seen
     assert seen["runs"] >= seen["seconds"] - 2, seen
-    assert seen["lines"] <= seen["runs"] + 10, seen
+    assert seen["lines"] <= 2 * seen["runs"] + 10, seen
     # 32 open, up to 16 on their way in or out; the CPU is not bounded here: root's own
     # process reconnecting as fast as it can keeps the loop accepting (observability.md).
     assert most_fds <= base_fds + 32 + 16 + 8, (most_fds, base_fds)
@@ -251,6 +257,9 @@ class Quiet:
         return {}
 
     def reload(self) -> dict[str, Any]:
+        return {}
+
+    def jobs(self) -> dict[str, Any]:
         return {}
 
     async def run_job(self, name: str) -> dict[str, Any]:

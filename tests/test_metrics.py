@@ -166,12 +166,12 @@ def test_a_scrape_shows_runs_misses_durations_and_times_by_job(
     assert "secret-command" not in text and "k3y" not in text
 
 
-def test_a_job_that_leaves_the_schedule_loses_its_next_run_series(
+def test_a_job_gone_or_with_no_next_fire_loses_its_next_run_series(
     served: tuple[Metrics, MetricsServer, FakeClock],
 ) -> None:
     metrics, server, _ = served
-    metrics.schedule({"a": T0, "b": T0})
-    metrics.schedule({"b": T0})
+    metrics.schedule({"a": T0, "b": T0, "boot": T0})
+    metrics.schedule({"b": T0, "boot": None})  # a gone; @reboot has run: no next fire
     names = {dict(labels).get("job_name") for name, labels in scrape(server) if "next_run" in name}
     assert names == {"b"}
 

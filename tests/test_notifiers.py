@@ -60,6 +60,7 @@ def alert(**fields: object) -> Alert:
         "exit_code": 7,
         "duration_s": 1.5,
         "stderr_tail": "disk full\nno space left",
+        "stdout_tail": "copied 3 of 4 files",
     }
     return Alert(**{**base, **fields})  # type: ignore[arg-type]
 
@@ -113,6 +114,7 @@ def test_a_webhook_posts_the_documented_json_body(http: HttpRecorder) -> None:
         "duration_s": 1.5,
         "reason": None,
         "stderr_tail": "disk full\nno space left",
+        "stdout_tail": "copied 3 of 4 files",
         "retry_at": None,
         "missed": None,
         "last_success": None,

@@ -15,13 +15,14 @@ from conftest import Cronplus, Daemon
 from loopback import HttpRecorder
 from prometheus_client.parser import text_string_to_metric_families
 
+from cronplus.config.loader import state_name
 from cronplus.observe.control import socket_path
 
 SLOW = '  slow:\n    schedule: "*/2 * * * * *"\n    timezone: UTC\n    command: "sleep 1.5"\n'
 
 
 def state_of(cp: Cronplus) -> str:
-    return f"{cp.env['XDG_STATE_HOME']}/cronplus/state.db"
+    return f"{cp.env['XDG_STATE_HOME']}/cronplus/{state_name(cp.config)}"
 
 
 def status_of(cp: Cronplus) -> dict[str, Any]:

@@ -269,6 +269,7 @@ def test_count_between_agrees_with_iterating_for_a_week_around_a_transition() ->
     ("expression", "same_as"),
     [
         ("0 9 * JAN,jul Mon", "0 9 * 1,7 1"),
+        ("0 9 * apr-jul *", "0 9 * 4-7 *"),  # the end "jul" is no L item
         ("0 9 * * mon-FRI", "0 9 * * 1-5"),
         ("0 9 * * 7", "0 9 * * 0"),
         ("0 9 * * sun", "0 9 * * 0"),
@@ -439,12 +440,12 @@ def test_the_dst_class_comes_from_the_minute_and_hour_fields(
         ("", "expected 5 fields, or 6 with seconds first, got 0"),
         ("* * * *", "expected 5 fields, or 6 with seconds first, got 4"),
         ("* * * * * * *", "expected 5 fields, or 6 with seconds first, got 7"),
-        ("@reboot", "@reboot: cronplus has no boot event; expected a time, such as @daily"),
-        ("@REBOOT", "@reboot: cronplus has no boot event; expected a time, such as @daily"),
         ("@often", "unknown macro '@often'; expected @yearly, @annually, @monthly, @weekly, "
-                   "@daily, @midnight, @hourly"),
+                   "@daily, @midnight, @hourly or @reboot"),
         ("@daily 5", "unknown macro '@daily 5'; expected @yearly, @annually, @monthly, @weekly, "
-                     "@daily, @midnight, @hourly"),
+                     "@daily, @midnight, @hourly or @reboot"),
+        ("@reboot 5", "unknown macro '@reboot 5'; expected @yearly, @annually, @monthly, "
+                      "@weekly, @daily, @midnight, @hourly or @reboot"),
         ("60 * * * * *", "second field: 60 is out of range 0-59"),
         ("61 * * * *", "minute field: 61 is out of range 0-59"),
         ("* 24 * * *", "hour field: 24 is out of range 0-23"),

@@ -74,8 +74,12 @@ def test_start_returns_once_ready_with_fresh_status_and_private_state(machine: M
     assert shown["ActiveState"] == "active"
     assert shown["StatusText"].startswith("1 jobs, ")
     assert mode == "700"
-    # Root's commands found the system daemon's state without XDG_STATE_HOME=/var/lib.
-    assert {"state.db", "state.db.sock"} <= set(machine.out("ls /var/lib/cronplus").split())
+    # Root's commands found the system daemon's state without XDG_STATE_HOME=/var/lib:
+    # the crontab's own database (docs/state.md), which `db path` and `status` name.
+    state = machine.out(f"{CP} db path").strip()
+    assert state.startswith("/var/lib/cronplus/crontab-") and state == status["state"]
+    name = state.rsplit("/", 1)[1]
+    assert {name, f"{name}.sock"} <= set(machine.out("ls /var/lib/cronplus").split())
 
 
 def test_the_journal_files_each_event_at_its_priority_and_keeps_a_message_whole(

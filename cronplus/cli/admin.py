@@ -20,6 +20,7 @@ import click
 from cronplus.cli.context import (
     EXIT_USAGE,
     Context,
+    adopt_legacy_state,
     ask_daemon,
     config_option,
     format_table,
@@ -35,10 +36,11 @@ from cronplus.core.model import UsageError, iso_utc
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_context
 def status(ctx: Context, config_path: Path | None, as_json: bool) -> None:
-    """The running daemon: uptime, last reload, next runs, running attempts, queue."""
+    """The running daemon: uptime, last reload, state, next runs, running attempts, queue.
+    A rejected file on disk is said on stderr; the daemon is asked all the same."""
     from cronplus.observe import control
 
-    answer = ask_daemon(ctx.load(config_path), {"command": "status"}, timeout=10.0)
+    answer = ctx.load_for_reading(config_path).ask_daemon({"command": "status"}, timeout=10.0)
     click.echo(json.dumps(answer, indent=2) if as_json else control.format_status(answer))
 
 
@@ -83,6 +85,12 @@ def daemon(ctx: Context, config_path: Path | None, log_format: str | None) -> No
         path, meanwhile=partial(importlib.import_module, "cronplus.daemon.start")
     )
     ctx.setup_logs(crontab, log_format)
+    if (adopted := adopt_legacy_state(crontab, env=os.environ)) is not None:
+        from cronplus.observe.logs import EventLog
+
+        event, message = adopted
+        log = EventLog()
+        (log.info if event == "state_adopted" else log.warning)(event, message)
     from cronplus.daemon.start import run_daemon
 
     sys.exit(run_daemon(path, crontab, env=os.environ))
@@ -102,6 +110,8 @@ def db_migrate(ctx: Context, config_path: Path | None) -> None:
     if crontab.settings.cluster is None:
         from cronplus.state.sqlite import SCHEMA_VERSION, SqliteStore
 
+        if (adopted := adopt_legacy_state(crontab, env=os.environ)) is not None:
+            click.echo(adopted[1], err=True)
         SqliteStore.open(crontab.settings.state).close()  # opening to write migrates
         click.echo(f"{crontab.settings.state}: schema at version {SCHEMA_VERSION}")
         return
@@ -111,6 +121,15 @@ def db_migrate(ctx: Context, config_path: Path | None) -> None:
     before, after = schema.migrate(dsn)
     was = f"was {before}" if before != after else "already"
     click.echo(f"{schema.describe_dsn(dsn)}: schema at version {after} ({was})")
+
+
+@db.command("path")
+@config_option
+@pass_context
+def db_path(ctx: Context, config_path: Path | None) -> None:
+    """Print the state database's path (settings.state, else this crontab's default); its
+    daemon's control socket is beside it. It answers for a rejected file too."""
+    click.echo(ctx.load_for_reading(config_path).state)
 
 
 @click.group("cluster")

@@ -2,7 +2,7 @@
 
 Exit codes: 0 success; 1 a job failed (after its retries); 2 usage, config or state error.
 The commands live beside this module, one noun each: ``crontab`` (validate, list,
-next), ``runs`` (run-once, run, history) and ``admin`` (daemon, status, reload,
+next), ``runs`` (run-once, run), ``history`` (history, logs) and ``admin`` (daemon, status, reload,
 db, cluster, service); ``context`` holds what they share.
 """
 
@@ -19,10 +19,11 @@ from typing import NoReturn
 import click
 
 from cronplus import __version__
-from cronplus.cli import admin, crontab, runs
+from cronplus.cli import admin, crontab, history, runs
 from cronplus.cli.context import (
     EXIT_OK,
     EXIT_USAGE,
+    LOG_LEVELS,
     Context,
     config_option,
     log_format_option,
@@ -35,10 +36,19 @@ from cronplus.observe import journal
 @click.version_option(__version__, prog_name="cronplus")
 @config_option
 @log_format_option
+@click.option(
+    "--log-level",
+    type=click.Choice(list(LOG_LEVELS)),
+    default="info",
+    show_default=True,
+    help="The least level of event lines on stderr (warning: no job output or starts).",
+)
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path | None, log_format: str | None) -> None:
+def cli(
+    ctx: click.Context, config_path: Path | None, log_format: str | None, log_level: str
+) -> None:
     """cronplus: cron with per-job time zones, DST-correct schedules, retries and history."""
-    ctx.obj = Context(config_path, log_format)
+    ctx.obj = Context(config_path, log_format, log_level)
 
 
 for _command in (
@@ -48,7 +58,8 @@ for _command in (
     crontab.schema,
     runs.run_once,
     runs.run_job,
-    runs.history,
+    history.history,
+    history.logs,
     admin.status,
     admin.reload,
     admin.daemon,

@@ -1,4 +1,4 @@
-"""The commands about runs: ``run-once`` and ``run`` start them, ``history`` reads them."""
+"""The commands that start runs: ``run-once`` and ``run`` (``history`` reads them)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,7 @@ import click
 from cronplus.cli.context import (
     EXIT_JOB_FAILED,
     Context,
-    ask_daemon,
     config_option,
-    format_table,
     log_format_option,
     now_utc,
     open_store,
@@ -24,7 +22,7 @@ from cronplus.cli.context import (
     pass_context,
     select_jobs,
 )
-from cronplus.core.model import Crontab, Job, RunResult, iso_utc
+from cronplus.core.model import Crontab, Job, RunResult, Trigger, iso_utc
 from cronplus.core.plan import first_in_minute
 from cronplus.engine.timetable import compile_job
 from cronplus.observe import logs
@@ -62,7 +60,7 @@ def run_once(
     if dry_run:
         _print_dry_run(at, slots, as_json)
         return
-    runs = _run_slots(crontab, slots, at=at)
+    runs = _run_slots(crontab, slots, at=at, trigger=Trigger.RUN_ONCE)
     _finish_runs(at, runs, as_json)
 
 
@@ -82,15 +80,18 @@ def run_job(
     via_daemon: bool,
 ) -> None:
     """Run one job now, through the same path as the daemon (env, timeout, retries, history)."""
+    if via_daemon:  # the daemon runs its own definition: a file rejected on disk is no bar
+        reading = ctx.load_for_reading(config_path)
+        if reading.crontab is not None:
+            select_jobs(reading.crontab, [job_name])  # a typo, with the close name
+        answer = reading.ask_daemon({"command": "run", "job": job_name}, timeout=None)
+        _print_summaries(now_utc().replace(microsecond=0), [answer], as_json)
+        return
     crontab = ctx.load(config_path)
     ctx.setup_logs(crontab, log_format)
     (job,) = select_jobs(crontab, [job_name])
     now = now_utc().replace(microsecond=0)
-    if via_daemon:
-        answer = ask_daemon(crontab, {"command": "run", "job": job_name}, timeout=None)
-        _print_summaries(now, [answer], as_json)
-        return
-    runs = _run_slots(crontab, [(job, now)])
+    runs = _run_slots(crontab, [(job, now)], trigger=Trigger.RUN)
     if (unsent := _unsent(job)) is not None:
         click.echo(unsent, err=True)
     _finish_runs(now, runs, as_json)
@@ -111,7 +112,11 @@ def _unsent(job: Job) -> str | None:
 
 
 def _run_slots(
-    crontab: Crontab, slots: list[tuple[Job, datetime]], *, at: datetime | None = None
+    crontab: Crontab,
+    slots: list[tuple[Job, datetime]],
+    *,
+    trigger: Trigger,
+    at: datetime | None = None,
 ) -> list[SlotRun]:
     """Run ``slots`` to their end. With ``at`` (``run-once --at``), all of the run's time
     (retry instants, jitter, history rows) is on a timeline that starts at ``at`` and moves
@@ -138,7 +143,7 @@ def _run_slots(
                 base_env=os.environ,
                 log=logs.EventLog(),
             )
-            runs = engine.start_slots(slots, now=clock.now())
+            runs = engine.start_slots(slots, now=clock.now(), trigger=trigger)
             await engine.wait_idle()
             return runs
         finally:
@@ -187,53 +192,4 @@ def _summary(run: SlotRun) -> dict[str, object]:
         "attempts": len(run.results),
         "exit_code": last.exit_code if last else None,
         "duration_s": last.duration_s if last else 0.0,
-    }
-
-
-@click.command()
-@config_option
-@click.option("--job", "job_name", help="Only this job.")
-@click.option("--failed", is_flag=True, help="Only attempts that did not succeed.")
-@click.option("-n", "limit", type=click.IntRange(min=1), default=20, help="How many [20].")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@pass_context
-def history(
-    ctx: Context,
-    config_path: Path | None,
-    job_name: str | None,
-    failed: bool,
-    limit: int,
-    as_json: bool,
-) -> None:
-    """Recent attempts from the state database, newest first."""
-    crontab = ctx.load(config_path)
-    store = open_store(crontab, readonly=True)
-    try:
-        rows = store.history(job=job_name, failed_only=failed, limit=limit)
-        if job_name is not None and not rows and not store.history(job=job_name, limit=1):
-            select_jobs(crontab, [job_name])  # in no history: a job of the file, or a typo
-    finally:
-        store.close()
-    body = [_history_row(row) for row in rows]
-    if as_json:
-        click.echo(json.dumps(body, indent=2))
-        return
-    keys = ["finished_at", "job", "scheduled_at", "attempt", "outcome", "exit_code", "duration_s"]
-    table = [["-" if row[key] is None else str(row[key]) for key in keys] for row in body]
-    click.echo(format_table([key.upper() for key in keys], table))
-
-
-def _history_row(row: RunResult) -> dict[str, object]:
-    return {
-        "run_id": row.run_id,
-        "job": row.job,
-        "scheduled_at": iso_utc(row.scheduled_at),
-        "attempt": row.attempt,
-        "started_at": iso_utc(row.started_at),
-        "finished_at": iso_utc(row.finished_at),
-        "outcome": str(row.outcome),
-        "exit_code": row.exit_code,
-        "signal": row.signal,
-        "duration_s": row.duration_s,
-        "stderr_tail": row.stderr_tail,
     }

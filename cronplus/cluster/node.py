@@ -4,7 +4,8 @@
 place in the rendezvous order (``cluster.claim_delay``), then claims the slot in one
 transaction; only the node whose claim went in runs it. While the slot runs (retries
 included) its lease is renewed every third of a lease; a claim whose node stopped
-heartbeating is taken over when its lease has run out. The engine writes to the node's
+heartbeating is taken over when its lease has run out. A ``@reboot`` slot is the node's
+own start and runs on it without a claim. The engine writes to the node's
 ``NodeStore`` (nodestore.py), whose writes this node queues and applies in a background
 task, so the loop never waits on the database, and a database restart only delays them.
 docs/cluster.md has the whole protocol and its guarantees.
@@ -44,8 +45,10 @@ from cronplus.core.model import (
     Overlap,
     RunResult,
     StateError,
+    Trigger,
     iso_utc,
 )
+from cronplus.core.schedule import Schedule
 from cronplus.engine.engine import Engine
 from cronplus.observe.logs import EventLog
 
@@ -70,16 +73,28 @@ class Held:
     fresh: tuple[float, datetime] | None = None
     """When the database last said the claim is this node's (monotonic, wall), while a
     first attempt may start on that word alone (``FRESH``); None once it must ask again."""
+    own_start: bool = False
+    """A ``@reboot`` slot: this node's own start, run here with no claim in the database,
+    so nothing to confirm, renew, take over or release (docs/cluster.md, "@reboot")."""
 
     async def confirm(self, attempt: int, *, waited: bool) -> str | None:
         """None when the attempt may start: the claim is still this node's (the fence)."""
+        if self.own_start:
+            return None
         return await self.node.confirm(self, attempt, waited=waited)
 
     def release(self, *, started: bool) -> None:
+        if self.own_start:
+            return
         if started:
             self.node.release(self, ClaimStatus.DONE)
         else:  # given up unstarted (a shutdown): its lease lapses, another node takes it over
             self.node.abandon(self)
+
+
+def _at_start(job: Job) -> bool:
+    """A ``@reboot`` job: it runs at each start of a node, on that node."""
+    return Schedule.for_job(job.schedule, zone=job.timezone, job_name=job.name).reboot
 
 
 class Node:
@@ -218,6 +233,11 @@ class Node:
             return held  # taken over from a dead node: already ours
         if self.refused or not runs_here(job, self.settings.tags):
             return None
+        if _at_start(job):
+            # Each node's own start: a claim's key would let one of several nodes started
+            # in one second run it, forbid would skip it beside another node's run, and a
+            # takeover would run it on another host.
+            return Held(node=self, job=job.name, slot=slot, token=uuid4(), own_start=True)
         try:
             return await self._claim(job, slot)
         except asyncio.CancelledError:
@@ -540,7 +560,7 @@ class Node:
             run_id=lost.run_id,
             from_node=item.node,
         )
-        if not engine.start_slots([(job, item.scheduled_at)], now=now):
+        if not engine.start_slots([(job, item.scheduled_at)], now=now, trigger=Trigger.TAKEOVER):
             self.release(held, ClaimStatus.SKIPPED)  # overlap: forbid, and it was recorded
 
     def _left_by_a_stop(self, item: Expired, job: Job, now: datetime) -> bool:

@@ -82,7 +82,12 @@ class NodeStore(Generic[H]):
         self._node.queue(Write(history=result, keep=keep))
 
     def history(
-        self, *, job: str | None = None, failed_only: bool = False, limit: int = 20
+        self,
+        *,
+        job: str | None = None,
+        failed_only: bool = False,
+        limit: int = 20,
+        run_id: str | None = None,
     ) -> list[RunResult]:
         raise StateError("a cluster node's engine store keeps no history; open a PgStore")
 

@@ -13,17 +13,28 @@ import difflib
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, cast
 from zoneinfo import ZoneInfo, available_timezones
 
-from pydantic import Field, PlainValidator, Strict, ValidationInfo, WithJsonSchema
-from pydantic_core import PydanticCustomError
+from pydantic import (
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    PlainValidator,
+    Strict,
+    ValidationInfo,
+    WithJsonSchema,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError
 
-from cronplus.config import alerting
+from cronplus.config import alerting, cronpattern
 from cronplus.core.words import describe_value as describe
 from cronplus.host import accounts, permissions
 from cronplus.run import limits, secrets
@@ -75,6 +86,14 @@ def _zone(key: str) -> ZoneInfo:
 @cache
 def _zone_names() -> list[str]:
     return sorted(available_timezones())
+
+
+@cache
+def zone_names() -> tuple[str, ...]:
+    """The zones the ``tzdata`` package ships (its ``zones`` list), sorted: the schema's
+    ``timezone`` names, the same on every host, unlike the host's own zone folder."""
+    listed = resources.files("tzdata").joinpath("zones").read_text(encoding="utf-8")
+    return tuple(sorted(listed.split()))
 
 
 def _either(names: Sequence[str]) -> str:
@@ -269,6 +288,55 @@ def _positive(value: Any) -> timedelta:
     return amount
 
 
+# --- the JSON Schemas that are built -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Built:
+    """A JSON Schema built when the schema is, not at import. With a ``name``, it is one
+    definition that every field of the type refers to: 598 zone names once, not per field."""
+
+    build: Callable[[], dict[str, Any]]
+    name: str | None = None
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        schema = handler(source)
+        return cast("CoreSchema", {**schema, "ref": self.name}) if self.name else schema
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        if self.name is None:
+            return self.build()
+        reference = handler(schema)  # {"$ref": ...}, to the definition pydantic made of it
+        handler.resolve_ref_schema(reference).update(self.build())
+        return reference
+
+
+def _expression_schema() -> dict[str, Any]:
+    return {
+        "type": "string",
+        "pattern": cronpattern.expression(),
+        "patternErrorMessage": _EXPRESSION_HINT,  # editors' wording, instead of the regex
+    }
+
+
+_EXPRESSION_HINT = (
+    "expected a cron expression: 5 fields (minute hour day-of-month month day-of-week), "
+    "6 with seconds first, or a macro such as @daily (docs/schedules.md)"
+)
+
+
+def _zone_schema() -> dict[str, Any]:
+    return {
+        "description": "An IANA zone name, as the tzdata package lists them",
+        "type": "string",
+        "enum": list(zone_names()),
+    }
+
+
 # --- the annotated types ----------------------------------------------------------------------
 
 _TEXT = WithJsonSchema({"type": "string", "minLength": 1})
@@ -285,13 +353,19 @@ Limit = Annotated[
     WithJsonSchema({"anyOf": [*_AMOUNTS, {"const": "none"}]}),
 ]
 FilePath = Annotated[Path, PlainValidator(_path), _TEXT]
-Zone = Annotated[ZoneInfo, PlainValidator(lambda value: _zone(_nonempty(value, _ZONE))), _TEXT]
+Zone = Annotated[
+    ZoneInfo,
+    PlainValidator(lambda value: _zone(_nonempty(value, _ZONE))),
+    _Built(_zone_schema, name="Zone"),
+]
 Command = Annotated[
     tuple[str, ...] | str,
     PlainValidator(_command),
     WithJsonSchema({"anyOf": [_ARGV, {"type": "string", "minLength": 1}]}),
 ]
-Expression = Annotated[str, _text('a cron expression such as "0 3 * * *"'), _TEXT]
+Expression = Annotated[
+    str, _text('a cron expression such as "0 3 * * *"'), _Built(_expression_schema)
+]
 Shell = Annotated[str, _text("a shell such as /bin/sh"), _TEXT]
 JobName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
 Tag = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]

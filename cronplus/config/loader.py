@@ -20,6 +20,7 @@ The same file models generate ``cronplus.schema.json`` (``python -m cronplus.con
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import sys
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from cronplus.config import alerting
@@ -212,18 +214,119 @@ SYSTEM_STATE = {"linux": Path("/var/lib/cronplus"), "darwin": Path("/var/db/cron
 """Root's state folder where ``XDG_STATE_HOME`` is unset: the system unit's
 ``StateDirectory=`` on Linux, launchd's convention on macOS."""
 
+LEGACY_STATE_NAME = "state.db"
+"""The one default database every crontab shared before the default became the crontab's
+own (docs/state.md, "Migration"); ``cronplus daemon`` adopts it once."""
 
-def default_state(env: Mapping[str, str], *, euid: int, platform: str) -> Path | None:
-    """XDG's: ``$XDG_STATE_HOME`` if it is absolute (the spec ignores it otherwise), else
-    ``$HOME/.local/state``; for root, the system's state folder instead of the home's, so
-    ``sudo cronplus status`` finds the system daemon and a root run that kept a user's
-    ``HOME`` (``sudo -E``) never keeps root's state in that user's folder."""
+
+def state_folder(env: Mapping[str, str], *, euid: int, platform: str) -> Path | None:
+    """XDG's: ``$XDG_STATE_HOME/cronplus`` if it is absolute (the spec ignores it otherwise),
+    else ``$HOME/.local/state/cronplus``; for root, the system's state folder instead of
+    the home's, so ``sudo cronplus status`` finds the system daemon and a root run that kept
+    a user's ``HOME`` (``sudo -E``) never keeps root's state in that user's folder."""
     xdg, home = env.get("XDG_STATE_HOME", ""), env.get("HOME", "")
     if os.path.isabs(xdg):
-        return Path(xdg, "cronplus", "state.db")
+        return Path(xdg, "cronplus")
     if euid == accounts.ROOT_UID:
-        return SYSTEM_STATE.get(platform, SYSTEM_STATE["linux"]) / "state.db"
-    return Path(home, ".local", "state", "cronplus", "state.db") if home else None
+        return SYSTEM_STATE.get(platform, SYSTEM_STATE["linux"])
+    return Path(home, ".local", "state", "cronplus") if home else None
+
+
+def state_name(config: Path) -> str:
+    """The crontab's own database in the state folder: ``<stem>-<8 hex>.db``, the hash of
+    its absolute path with the folder's symlinks resolved and the file name kept as given.
+
+    Resolving the folder makes ``cd ~/.config/cronplus; cronplus status`` (the shell's
+    working folder is always the resolved one) find the daemon that ``-c`` started with a
+    path through a symlinked folder; the name is kept so that a symlink swap of the file
+    (a deploy) keeps its state and the running daemon's control socket."""
+    absolute = Path(os.path.abspath(config))
+    canonical = Path(os.path.realpath(absolute.parent), absolute.name)
+    digest = hashlib.sha256(os.fsencode(canonical)).hexdigest()[:8]
+    return f"{absolute.stem[:64] or 'crontab'}-{digest}.db"
+
+
+def default_state(env: Mapping[str, str], *, euid: int, platform: str, config: Path) -> Path | None:
+    """``settings.state`` when the crontab ``config`` sets none: its own database in the
+    state folder (``state_folder``, ``state_name``); None without HOME or XDG_STATE_HOME."""
+    folder = state_folder(env, euid=euid, platform=platform)
+    return None if folder is None else folder / state_name(config)
+
+
+def declared_state(path: Path, *, env: Mapping[str, str]) -> tuple[Path | None, bool]:
+    """Best effort, for a crontab that does not load: ``settings.state`` as the file spells
+    it (``~`` expanded, relative to the crontab's folder) and whether it has
+    ``settings.cluster``, read from the YAML events before any syntax error.
+
+    ``(None, False)`` when the settings say neither; ``ValueError`` when the file cannot
+    tell: unreadable, or its syntax breaks before the settings are done, or ``state`` is not
+    a plain path. Nothing is checked here: this only finds where to look.
+    """
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot read it: {error}") from None
+    found: dict[str, str | None] = {}
+    try:
+        _settings_keys(text, found)
+    except yaml.YAMLError:
+        if "done" not in found:
+            raise ValueError("its YAML breaks before its settings end") from None
+    state = found.get("state")
+    if "state" in found and not state:
+        raise ValueError("settings.state is not a plain path")
+    if state is None:
+        return None, "cluster" in found
+    if state == "~" or state.startswith("~/"):
+        if not env.get("HOME"):
+            raise ValueError("settings.state starts with '~' and HOME is not set")
+        state = env["HOME"] + state[1:]
+    folder = Path(os.path.abspath(path)).parent
+    return Path(folder, state), "cluster" in found
+
+
+def _settings_keys(text: str, found: dict[str, str | None]) -> None:
+    """Fill ``found`` from the top-level ``settings`` mapping: ``state`` (its scalar, or
+    None when it is not one), ``cluster`` when present, and ``done`` once it is read whole
+    (or the document is, without one)."""
+    frames: list[list[Any]] = []  # per open collection: [is a mapping, expects a key, key]
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        is_scalar = isinstance(event, yaml.ScalarEvent | yaml.AliasEvent)
+        if isinstance(event, yaml.CollectionEndEvent):
+            frames.pop()
+            if [frame[2] for frame in frames] == ["settings"] or not frames:
+                found["done"] = "yes"
+                return
+        elif frames and frames[-1][0] and frames[-1][1] and is_scalar:
+            frames[-1][1:] = [False, getattr(event, "value", None)]
+            continue
+        elif is_scalar or isinstance(event, yaml.CollectionStartEvent):
+            place = [frame[2] for frame in frames]
+            if place[:1] == ["settings"] and len(place) == 2 and place[1] in _DECLARED:
+                found[place[1]] = _plain_text(event) if place[1] == "state" else None
+            if place == ["settings"] and not isinstance(event, yaml.CollectionStartEvent):
+                found["done"] = "yes"  # `settings:` with no mapping
+                return
+            if isinstance(event, yaml.CollectionStartEvent):
+                frames.append([isinstance(event, yaml.MappingStartEvent), True, None])
+                continue
+        else:
+            continue
+        if frames and frames[-1][0]:
+            frames[-1][1] = True
+    found["done"] = "yes"
+
+
+_DECLARED = ("state", "cluster")
+
+
+def _plain_text(event: yaml.Event) -> str | None:
+    """A scalar that YAML reads as a string, else None (a null, a tagged value, an alias)."""
+    if not isinstance(event, yaml.ScalarEvent) or event.tag is not None:
+        return None
+    if event.style is None and event.value in ("", "~", "null", "Null", "NULL"):
+        return None
+    return event.value
 
 
 _RETRY = {"retries": "retries", "retry_delay": "delay", "retry_backoff": "backoff"}
@@ -233,7 +336,7 @@ _RETRY["retry_max_delay"] = "max_delay"
 def _crontab(
     file: CrontabFile, path: Path, folder: Path, env: Mapping[str, str], euid: int
 ) -> Crontab:
-    state = default_state(env, euid=euid, platform=sys.platform)
+    state = default_state(env, euid=euid, platform=sys.platform, config=path)
     settings: dict[str, Any] = {"state": state, **(file.get("settings") or {})}
     if settings["state"] is None:
         why = "no default, as neither XDG_STATE_HOME nor HOME is set; set it"

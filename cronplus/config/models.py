@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Required
 
-from pydantic import ConfigDict, Field, with_config
+from pydantic import ConfigDict, Field, PlainValidator, WithJsonSchema, with_config
+from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from cronplus.config.fields import (
@@ -41,7 +42,27 @@ from cronplus.config.fields import (
     User,
     Zone,
 )
-from cronplus.core.model import Catchup, LogFormat, Overlap, SmtpSecurity
+from cronplus.core.model import Catchup, LogFormat, Output, OutputLevel, Overlap, SmtpSecurity
+from cronplus.run import limits
+
+OUTPUT_MAX = 64 << 20
+"""The most any output size may be: what one job may make the daemon hold or log."""
+
+
+def _output_size(value: object) -> int:
+    try:
+        return limits.parse_bytes(value, at_most=OUTPUT_MAX)
+    except ValueError as error:
+        raise PydanticCustomError("size", str(error)) from None
+
+
+OutputSize = Annotated[
+    int,
+    PlainValidator(_output_size),
+    WithJsonSchema(
+        {"anyOf": [{"type": "string", "pattern": limits.SIZE_PATTERN}, {"type": "integer"}]}
+    ),
+]
 
 
 def _doc(text: str, default: object = None) -> Any:
@@ -160,6 +181,18 @@ class JobFields(TypedDict, total=False):
     on_recovery: Annotated[NotifierNames, _doc("Notifiers for a success after a failure", [])]
     alert_if_no_success_for: Annotated[Limit, _doc("Dead-man alert period, once", "none")]
     ping_url: Annotated[Url, _doc("Healthchecks-style ping URL (a secret)")]
+    output: Annotated[Output, Choice, _doc("log: log its lines and keep them; discard", "log")]
+    stderr_level: Annotated[OutputLevel, Choice, _doc("Level of its stderr lines", "info")]
+    output_limit: Annotated[
+        OutputSize, _doc("Bytes of each stream's head and of its tail held per attempt", "64K")
+    ]
+    output_log_limit: Annotated[OutputSize, _doc("Bytes of output lines logged a run", "64K")]
+    output_keep: Annotated[OutputSize, _doc("Bytes of each stream a history row keeps", "16K")]
+    priority: Annotated[
+        int,
+        Field(ge=-1000, le=1000),
+        _doc("Under max_concurrent, waiting attempts of higher priority start first", 0),
+    ]
     limits: Annotated[LimitsFile, _doc("Resource limits of each process (docs/running.md)")]
     user: Annotated[User, _doc("Run as this user; the daemon must run as root")]
     group: Annotated[Group, _doc("With user: this primary group instead of the user's own")]

@@ -57,6 +57,7 @@ _MACROS = {
     "@midnight": "0 0 * * *",
     "@hourly": "0 * * * *",
 }
+REBOOT = "@reboot"
 _HASHED = re.compile(r"H(?:\((\w+)-(\w+)\))?", re.IGNORECASE)
 _OTHER_SPACE = re.compile(r"[^\S \t]")  # whitespace that str.split() would split on, cron not
 _CONTROL_NAMES = {  # unicodedata has no names for control characters
@@ -91,6 +92,8 @@ Special: TypeAlias = tuple[str, int, int]
 def parse(expression: str, *, job_name: str) -> Matcher:
     """Compile ``expression``, or raise ``ScheduleError`` saying what is wrong."""
     words = _words(expression)
+    if [word.lower() for word in words] == [REBOOT]:
+        return AT_START
     texts = _split(words, expression)
     fields = [
         _parse_field(index, text, job_name if "h" in text.lower() else "")
@@ -135,12 +138,10 @@ def _place(before: str, after: str) -> str:
 
 
 def _split(texts: list[str], expression: str) -> list[str]:
-    if texts and texts[0].lower() == "@reboot":
-        raise ScheduleError("@reboot: cronplus has no boot event; expected a time, such as @daily")
     if texts and texts[0].startswith("@"):
         if texts[0].lower() not in _MACROS or len(texts) > 1:
             raise ScheduleError(
-                f"unknown macro {expression.strip()!r}; expected {', '.join(_MACROS)}"
+                f"unknown macro {expression.strip()!r}; expected {', '.join(_MACROS)} or {REBOOT}"
             )
         texts = _MACROS[texts[0].lower()].split()
     if len(texts) not in (5, 6):
@@ -190,7 +191,10 @@ def _parse_special(index: int, item: str) -> Special | None:
     """``L``, ``L-n``, ``LW``, ``nW`` in day-of-month; ``wL`` and ``w#n`` in day-of-week."""
     upper = item.upper()
     marked = "#" in upper or upper.startswith("L") or upper.endswith(("L", "W"))
-    if not marked or item.lower() in _NAMES.get(index, {}):  # "jul" is no L
+    names = _NAMES.get(index, {})
+    # "jul" is no L, nor is the end of "apr-jul".
+    named_end = "#" not in upper and item.lower().rpartition("-")[2] in names
+    if not marked or item.lower() in names or (named_end and not upper.startswith("L")):
         return None
     if index == _DOM and "#" not in upper:
         if upper in ("L", "LW"):
@@ -286,6 +290,8 @@ class Matcher:
     """Vixie cron: when either day field starts with ``*``, a day must match both."""
     wildcard: bool
     has_seconds: bool
+    reboot: bool = False
+    """``@reboot``: no wall time matches; the job runs at each daemon start instead."""
     clock: tuple[int, ...] = field(init=False)
     """The matching minutes of the day (hour * 60 + minute), sorted."""
     every_day: bool = field(init=False)
@@ -301,6 +307,8 @@ class Matcher:
 
     def next_wall(self, low: int) -> int | None:
         """The first matching wall time at or after ``low``."""
+        if not self.per_day:
+            return None  # @reboot: no time of any day matches
         day, second = divmod(low, _DAY)
         time = self._next_time(second) if self._day_matches(day) else -1
         if time >= 0:
@@ -310,6 +318,8 @@ class Matcher:
 
     def prev_wall(self, high: int) -> int | None:
         """The last matching wall time at or before ``high``."""
+        if not self.per_day:
+            return None
         day, second = divmod(high, _DAY)
         time = self._prev_time(second) if self._day_matches(day) else -1
         if time >= 0:
@@ -470,3 +480,20 @@ def _prev_bit(mask: int, index: int) -> int:
 
 def _bits(mask: int) -> list[int]:
     return [value for value in range(mask.bit_length()) if mask >> value & 1]
+
+
+AT_START = Matcher(
+    seconds=1,
+    minutes=0,
+    hours=0,
+    dom=_ALL_DAYS,
+    dom_special=(),
+    months=_ALL_MONTHS,
+    dow=0x7F,
+    dow_special=(),
+    and_days=True,
+    wildcard=False,
+    has_seconds=False,
+    reboot=True,
+)
+"""What ``@reboot`` compiles to: every day, but no minute of it."""

@@ -84,6 +84,45 @@ class LogFormat(StrEnum):
     """One JSON object per line, with stable field names."""
 
 
+class Output(StrEnum):
+    """What cronplus does with a job's output, beyond its failure lines' stderr tail."""
+
+    LOG = "log"
+    """Log each line as it comes (``job_output``), within ``output_log_limit`` a run, and
+    keep each attempt's head and tail in history (``output_keep`` a stream)."""
+    DISCARD = "discard"
+    """Neither log nor keep it: ``>/dev/null``. A failed attempt's line still carries its
+    stderr tail, as every failure line does."""
+
+
+class OutputLevel(StrEnum):
+    """The level a job's stderr lines are logged at (stdout's are always ``info``)."""
+
+    INFO = "info"
+    """As stdout's: many programs write progress and chatter to stderr."""
+    WARNING = "warning"
+    """For a job whose stderr only ever says something is wrong."""
+
+
+class Trigger(StrEnum):
+    """How a run started: what history and ``job_started`` lines say."""
+
+    SCHEDULE = "schedule"
+    """Its slot came while the daemon ran (within ``plan.ON_TIME`` of it)."""
+    CATCHUP = "catchup"
+    """A slot missed while the daemon was down, the host asleep or the clock stepped."""
+    START = "start"
+    """``@reboot``: the daemon started."""
+    RUN = "run"
+    """``cronplus run JOB``, in the command's own process."""
+    DAEMON = "run --via-daemon"
+    """``cronplus run JOB --via-daemon``: the daemon ran it on request."""
+    RUN_ONCE = "run-once"
+    """``cronplus run-once``: one scheduling pass."""
+    TAKEOVER = "takeover"
+    """A cluster node took over the slot of a node that died or was fenced."""
+
+
 MAX_CATCHUP_RUNS = 100
 """``catchup: all`` runs at most this many missed slots per job."""
 
@@ -270,6 +309,16 @@ class Job:
     """Alert once when no run succeeded for this long; a success re-arms it."""
     ping_url: str | None = field(default=None, repr=False)  # a secret: never logged
     """Healthchecks-style: ``/start`` before a run, success or ``/fail`` after."""
+    output: Output = Output.LOG
+    stderr_level: OutputLevel = OutputLevel.INFO
+    output_limit: int = 64 * 1024
+    """Bytes of each stream's head, and of its tail, held while an attempt runs."""
+    output_log_limit: int = 64 * 1024
+    """Bytes of output lines logged per run (all its attempts, both streams)."""
+    output_keep: int = 16 * 1024
+    """Bytes of each stream an attempt's history row keeps: half its head, half its tail."""
+    priority: int = 0
+    """Under ``max_concurrent``: waiting attempts of a higher priority start first."""
 
     def notifiers(self, kind: AlertKind) -> tuple[str, ...]:
         """The notifier names an alert of ``kind`` goes to."""
@@ -367,6 +416,11 @@ class RunResult:
     stdout_tail: str = ""
     reason: str = ""
     """Why, in words, where the outcome alone does not say (a missing command, a timeout)."""
+    stdout: str = ""
+    """What history keeps of the attempt's stdout (``Job.output_keep``), secrets masked."""
+    stderr: str = ""
+    trigger: Trigger | None = None
+    """How the run started; None in rows older than the column."""
 
     @property
     def run_id(self) -> str:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from cronplus.core.model import MAX_CATCHUP_RUNS, Catchup, Job, Overlap, RetryPolicy
-from cronplus.core.schedule import Schedule
+from cronplus.core.schedule import Reboot, Schedule, Timeline
 
 ON_TIME = timedelta(seconds=60)
 """A slot found at most this long after its instant is late, not missed: it simply runs.
@@ -82,13 +82,16 @@ class Pending:
 NOTHING = Pending(run=(), missed=0)
 
 
-def pending(job: Job, schedule: Schedule, *, handled: datetime, now: datetime) -> Pending:
+def pending(job: Job, schedule: Timeline, *, handled: datetime, now: datetime) -> Pending:
     """Decide what to do with the slots in ``(handled, now]``.
 
     Slots younger than ``ON_TIME`` run. Older ones were missed (daemon down, host asleep,
     clock stepped) and follow ``job.catchup`` within ``job.catchup_window``. Counting them
-    uses ``Schedule.count_between``, never a walk over every missed minute.
+    uses ``Schedule.count_between``, never a walk over every missed minute. A ``@reboot``
+    job's one slot runs however late it is found.
     """
+    if isinstance(schedule, Reboot):
+        return _at_start(schedule, handled=handled, now=now)
     newest = schedule.previous_before(now + timedelta(microseconds=1))
     if newest is None or newest <= handled:
         return NOTHING
@@ -107,6 +110,16 @@ def pending(job: Job, schedule: Schedule, *, handled: datetime, now: datetime) -
         missed_until=_newest_missed(schedule, missed_end, catch) if missed else None,
         handled=newest,
     )
+
+
+def _at_start(schedule: Reboot, *, handled: datetime, now: datetime) -> Pending:
+    """The daemon's start, a ``@reboot`` job's one slot: there is nothing to miss, so it
+    runs even if the first tick comes late (a slow start-up, a suspend), whatever
+    ``catchup`` says."""
+    slot = schedule.at
+    if slot is None or not handled < slot <= now:
+        return NOTHING
+    return Pending(run=(slot,), missed=0, handled=slot)
 
 
 def _newest_missed(
@@ -156,8 +169,13 @@ def _slots_between(schedule: Schedule, start: datetime, end: datetime) -> tuple[
     return tuple(slots)
 
 
-def first_in_minute(schedule: Schedule, at: datetime) -> datetime | None:
-    """The first fire inside the wall-clock minute that holds ``at`` (what ``run-once`` runs)."""
+def first_in_minute(schedule: Timeline, at: datetime) -> datetime | None:
+    """The first fire inside the wall-clock minute that holds ``at`` (what ``run-once`` runs).
+
+    None for a ``@reboot`` job: it has no slot in any minute, only at a daemon start.
+    """
+    if isinstance(schedule, Reboot) or schedule.reboot:
+        return None
     # In UTC: wall-clock arithmetic on an aware local time can land in a DST gap.
     start = at.astimezone(UTC).replace(second=0, microsecond=0)
     slot = schedule.next_after(start - timedelta(microseconds=1))

@@ -10,6 +10,10 @@ twice fires on its first showing. A *wildcard* job (minute or hour field starts 
 fires whenever the wall clock reads a matching time. Offset changes come from the zone:
 sampled once a day and bisected to the second, which is safe because no two changes in
 any zone are closer than 3.9 days (tzdata 2025b; a test guards it).
+
+``@reboot`` is a ``Schedule`` without fires (it parses, validates and describes itself);
+a daemon start is an event, not a wall time, so the timetable schedules such a job on a
+``Reboot``: one slot, the start it was loaded at, or none (docs/schedules.md, "@reboot").
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import TypeAlias
 from zoneinfo import ZoneInfo
 
 from cronplus.core import cronexpr
 from cronplus.core.model import ScheduleError
-from cronplus.core.words import describe
+from cronplus.core.words import AT_START, describe
 
 _DAY = 86_400
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -65,9 +70,16 @@ class Schedule:
     def has_seconds(self) -> bool:
         return self._matcher.has_seconds
 
+    @property
+    def reboot(self) -> bool:
+        """``@reboot``: it has no fires; the job runs at each daemon start (``Reboot``)."""
+        return self._matcher.reboot
+
     def next_after(self, after: datetime) -> datetime:
         """The first fire strictly after ``after``."""
         found = self._first_from(_seconds(after) + 1)
+        if found is None and self.reboot:
+            raise ScheduleError(f"{self.expression!r} has no fire instants: it runs {AT_START}")
         if found is None:
             raise ScheduleError(f"{self.expression!r} never fires after {after.isoformat()}")
         return _instant(found)
@@ -138,6 +150,38 @@ class Schedule:
             # The clock jumped from `high` to `low`: whatever matched in between fires now, once.
             return low + 1, self._matcher.count_walls(high, low) > 0
         return max(low, high), False  # times the clock already showed fired the first time
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Reboot:
+    """A ``@reboot`` job's slots in one daemon process: ``at``, the start the timetable was
+    loaded at (``start_slot``), or none (a reload brought the job in, or ``cronplus run``
+    runs it). The engine asks it what it asks a ``Schedule``; no slot follows ``at``, so
+    ``next_after`` is None there and a retry of the start's run never waits for one."""
+
+    at: datetime | None = None
+
+    def next_after(self, after: datetime) -> datetime | None:
+        """``at`` if it is strictly after ``after``; else None: no slot follows."""
+        return self.at if self.at is not None and self.at > after else None
+
+    def describe(self) -> str:
+        return AT_START
+
+
+def start_slot(start: datetime, *, handled: datetime | None) -> datetime:
+    """A ``@reboot`` job's slot at a daemon start at ``start``: its whole second, or the
+    second after ``handled`` (the job's ledger) when that is as late (a restart within the
+    second of the last one, a clock set back), so no two starts share a run id."""
+    slot = start.replace(microsecond=0)
+    if handled is not None and handled >= slot:
+        slot = handled.replace(microsecond=0) + _ONE_SECOND
+    return slot
+
+
+Timeline: TypeAlias = Schedule | Reboot
+"""What the engine schedules one job on: its cron ``Schedule``, or for ``@reboot`` a
+``Reboot``."""
 
 
 @functools.lru_cache(maxsize=16_384)

@@ -35,6 +35,10 @@ class Fields(Protocol):
     def clock(self) -> tuple[int, ...]:
         """The matching minutes of the day (hour * 60 + minute), sorted."""
 
+    @property
+    def reboot(self) -> bool:
+        """``@reboot``: no wall time, the job runs at each daemon start."""
+
 
 _ALL_DAYS, _ALL_MONTHS = (1 << 32) - 2, (1 << 13) - 2
 
@@ -44,8 +48,14 @@ _DAY_LONG = "Sunday Monday Tuesday Wednesday Thursday Friday Saturday".split()  
 _NTH = ("", "first", "second", "third", "fourth", "fifth")
 
 
+AT_START = "at daemon start"
+"""When a ``@reboot`` job runs, in ``list``, ``next`` and the log."""
+
+
 def describe(matcher: Fields) -> str:
     """The schedule in English, for the ``list`` table."""
+    if matcher.reboot:
+        return AT_START
     days, weekdays = _describe_days(matcher), _describe_weekdays(matcher)
     if days and weekdays:
         days = f" on {days} {'if it is' if matcher.and_days else 'or'} {weekdays}"

@@ -20,6 +20,7 @@ from cronplus.clock import Clock
 from cronplus.config import loader
 from cronplus.core import collector, plan
 from cronplus.core.model import ConfigError, Crontab, Job, RunResult, Slot, iso_utc
+from cronplus.core.schedule import Reboot
 from cronplus.daemon.observatory import Observatory, Reload
 from cronplus.daemon.sdnotify import Notifier
 from cronplus.daemon.watch import ConfigWatcher
@@ -167,14 +168,16 @@ class Daemon:
         """When the first jobs run next, in their own zones: what an operator who just
         started the daemon wants to see; ``cronplus list`` has all of them."""
         # The soonest few, not a sort of every job: start-up is measured (bench/RESULTS.md).
-        due = [(state.next_due, state.job) for state in self.engine.jobs() if state.next_due]
-        for at, job in heapq.nsmallest(
-            NEXT_RUNS_SHOWN, due, key=lambda pair: (pair[0], pair[1].name)
+        due = [(s.next_due, s.job, s.schedule) for s in self.engine.jobs() if s.next_due]
+        for at, job, schedule in heapq.nsmallest(
+            NEXT_RUNS_SHOWN, due, key=lambda each: (each[0], each[1].name)
         ):
             local = at.astimezone(job.timezone)
+            reboot = isinstance(schedule, Reboot)
+            when = "at this start of the daemon (@reboot), that is" if reboot else "next"
             self._log.info(
                 "next_run",
-                f"job {job.name} runs next at {local.isoformat()} ({job.timezone})",
+                f"job {job.name} runs {when} at {local.isoformat()} ({job.timezone})",
                 job=job.name,
                 next_run=iso_utc(at),
             )
@@ -302,6 +305,23 @@ class Daemon:
         _, due_soon = self._next_wake(now)
         return not due_soon
 
+    def _log_reboot_waits(self, added: list[str], changed: list[str], *, why: str) -> None:
+        """A ``@reboot`` job runs at a start of the daemon, never for a reload: say so for
+        each one the reload added or changed that has no slot left in this start."""
+        touched = {*added, *changed}
+        if not touched:
+            return
+        for state in self.engine.jobs():
+            name = state.job.name
+            if name in touched and isinstance(state.schedule, Reboot) and not state.next_due:
+                how = "added" if name in added else "changed"
+                self._log.info(
+                    "reboot_waits",
+                    f"job {name} runs at daemon start (@reboot): the reload ({why}) that "
+                    f"{how} it does not run it; the next start of the daemon will",
+                    job=name,
+                )
+
     def _wake_up(self) -> None:
         self._wake.set()
         if self._sleeper is not None and not self._interrupted:
@@ -358,6 +378,7 @@ class Daemon:
             removed=",".join(removed) or None,
             changed=",".join(changed) or None,
         )
+        self._log_reboot_waits(added, changed, why=why)
         if crontab.settings.state != old_state:
             self._log.warning(
                 "restart_needed",

@@ -20,7 +20,7 @@ from typing import Any
 
 from cronplus import __version__
 from cronplus.clock import Clock
-from cronplus.core.model import Crontab, Job, Outcome, RunResult, Slot, iso_utc
+from cronplus.core.model import Crontab, Job, Outcome, RunResult, Slot, Trigger, iso_utc
 from cronplus.engine.engine import Engine
 from cronplus.engine.events import EngineEvents, Fanout
 from cronplus.engine.slotrun import SlotRun
@@ -121,6 +121,7 @@ class Observatory:
         log: EventLog,
     ) -> None:
         self.path, self.crontab = path, crontab
+        self._state = crontab.settings.state  # a reload's new state waits for the next start
         self._clock, self._env, self._log = clock, env, log
         self._host = socket.gethostname()
         self._runner = Runner()
@@ -182,8 +183,7 @@ class Observatory:
                 host=address.host,
                 port=self._metrics_server.port,
             )
-        state = self.crontab.settings.state
-        self._control = await ControlServer.start(socket_path(state), self, log=self._log)
+        self._control = await ControlServer.start(socket_path(self._state), self, log=self._log)
 
     def tick(self, now: datetime, monotonic: float) -> None:
         """The loop's pass: beat, fire dead-man alerts that are due, publish next runs."""
@@ -259,6 +259,7 @@ class Observatory:
             "started_at": iso_utc(self._started[0]),
             "uptime_s": round(mono - self._started[1], 3),
             "config": str(self.path.absolute()),
+            "state": str(self._state),
             "last_reload": {
                 "at": iso_utc(self.last_reload.at),
                 "why": self.last_reload.why,
@@ -269,6 +270,18 @@ class Observatory:
             "queued": engine.queued if engine is not None else 0,
             "running": [_attempt_row(a, now) for a in running],
             "jobs": [_job_row(s.job, s.next_due, running) for s in states],
+        }
+
+    def jobs(self) -> dict[str, Any]:
+        """The definitions this daemon runs, disabled ones too, with their next slots:
+        what ``cronplus list`` shows when the file on disk is rejected."""
+        engine = self._engine
+        crontab = engine.crontab if engine is not None else self.crontab
+        due = {s.job.name: s.next_due for s in engine.jobs()} if engine is not None else {}
+        return {
+            "config": str(self.path.absolute()),
+            "state": str(self._state),
+            "jobs": [_definition(job, due.get(job.name)) for job in crontab.jobs],
         }
 
     def reload(self) -> dict[str, Any]:
@@ -289,7 +302,7 @@ class Observatory:
             return {"error": f"no such job in {self.path}: {name}"}
         now = self._clock.now()
         slot = now.replace(microsecond=0)
-        runs = engine.start_slots([(job, slot)], now=now)
+        runs = engine.start_slots([(job, slot)], now=now, trigger=Trigger.DAEMON)
         if not runs:
             return _summary(job.name, slot, None, Outcome.SKIPPED_OVERLAP)
         run = runs[0]
@@ -318,6 +331,19 @@ def _job_row(job: Job, next_due: datetime | None, running: list[Attempt]) -> dic
         if next_due is None
         else next_due.astimezone(job.timezone).isoformat(),
         "running": sum(1 for attempt in running if attempt.job == job.name),
+    }
+
+
+def _definition(job: Job, next_due: datetime | None) -> dict[str, Any]:
+    return {
+        "job": job.name,
+        "schedule": job.schedule,
+        "timezone": job.timezone.key,
+        "enabled": job.enabled,
+        "next_run": None if next_due is None else iso_utc(next_due),
+        "next_run_local": None
+        if next_due is None
+        else next_due.astimezone(job.timezone).isoformat(),
     }
 
 

@@ -17,16 +17,28 @@ from datetime import datetime, timedelta
 
 from cronplus.clock import Clock
 from cronplus.core import plan
-from cronplus.core.model import Crontab, Job, Outcome, Overlap, RunResult, Slot, iso_utc
+from cronplus.core.model import (
+    Crontab,
+    Job,
+    Outcome,
+    Output,
+    Overlap,
+    RunResult,
+    Slot,
+    Trigger,
+    iso_utc,
+)
+from cronplus.core.schedule import Reboot
 from cronplus.engine import runlog
 from cronplus.engine.admission import Limiter, LocalGate, SlotGate
 from cronplus.engine.events import NO_EVENTS, EngineEvents
 from cronplus.engine.inflight import InFlight, Started
+from cronplus.engine.output import RunOutput
 from cronplus.engine.slotrun import SlotRun
 from cronplus.engine.timetable import JobState, Timetable, compile_job
 from cronplus.observe.logs import EventLog
 from cronplus.run import secrets
-from cronplus.run.runner import ProcessResult, Runner, command_for, passed_on
+from cronplus.run.runner import ProcessResult, Runner, command_for, kept_text, passed_on
 from cronplus.state.store import Store
 
 ONE_SECOND = timedelta(seconds=1)
@@ -48,6 +60,14 @@ def _in_flight_row(noted: asyncio.Future[int] | None) -> int | None:
     if noted.cancelled() or noted.exception() is not None:
         return None
     return noted.result()
+
+
+def _trigger(state: JobState, slot: datetime, *, now: datetime) -> Trigger:
+    """How a slot the timetable found due started: ``@reboot``'s is the daemon's start,
+    however late its first tick came."""
+    if isinstance(state.schedule, Reboot):
+        return Trigger.START
+    return Trigger.SCHEDULE if now - slot < plan.ON_TIME else Trigger.CATCHUP
 
 
 class Engine:
@@ -156,14 +176,21 @@ class Engine:
                 self._table.push(state, following)
         return [run for run in started if run is not None]
 
-    def start_slots(self, slots: Iterable[tuple[Job, datetime]], *, now: datetime) -> list[SlotRun]:
-        """Run given slots now, outside the schedule (``run-once``, ``run JOB``)."""
+    def start_slots(
+        self,
+        slots: Iterable[tuple[Job, datetime]],
+        *,
+        now: datetime,
+        trigger: Trigger = Trigger.RUN,
+    ) -> list[SlotRun]:
+        """Run given slots now, outside the schedule (``run-once``, ``run JOB``, a cluster's
+        takeover); ``trigger`` says which in history."""
         runs: list[SlotRun] = []
         for job, slot in slots:
             state = self._table.get(job.name) or JobState(
                 job=job, schedule=compile_job(job), handled=now
             )
-            run = self._launch(state, slot, now=now)
+            run = self._launch(state, slot, now=now, trigger=trigger)
             if run is not None:
                 runs.append(run)
         return runs
@@ -179,15 +206,20 @@ class Engine:
         runs: list[SlotRun | None] = []
         previous: SlotRun | None = None
         for slot in slots:
+            trigger = _trigger(state, slot, now=now)
             if previous is not None and state.job.overlap is not Overlap.ALLOW:
-                run: SlotRun | None = self._start_run(state, slot, waits_for=[previous])
+                run: SlotRun | None = self._start_run(
+                    state, slot, waits_for=[previous], trigger=trigger
+                )
             else:
-                run = self._launch(state, slot, now=now)
+                run = self._launch(state, slot, now=now, trigger=trigger)
             runs.append(run)
             previous = run or previous
         return runs
 
-    def _launch(self, state: JobState, slot: datetime, *, now: datetime) -> SlotRun | None:
+    def _launch(
+        self, state: JobState, slot: datetime, *, now: datetime, trigger: Trigger
+    ) -> SlotRun | None:
         job = state.job
         self._drop_pending_retries(state, slot)
         alive = [run for run in state.runs if run.alive]
@@ -198,11 +230,16 @@ class Engine:
         if action is plan.OverlapAction.REPLACE_THEN_START:
             for old in alive:
                 self._stop(old, Outcome.KILLED, f"replaced by the slot {iso_utc(slot)}", job)
-            return self._start_run(state, slot, waits_for=alive)
-        return self._start_run(state, slot, waits_for=[])  # allow: both run
+            return self._start_run(state, slot, waits_for=alive, trigger=trigger)
+        return self._start_run(state, slot, waits_for=[], trigger=trigger)  # allow: both run
 
-    def _start_run(self, state: JobState, slot: datetime, *, waits_for: list[SlotRun]) -> SlotRun:
-        run = SlotRun(job=state.job, slot=slot)
+    def _start_run(
+        self, state: JobState, slot: datetime, *, waits_for: list[SlotRun], trigger: Trigger
+    ) -> SlotRun:
+        job = state.job
+        run = SlotRun(job=job, slot=slot, trigger=trigger)
+        if job.output is Output.LOG:
+            run.output = RunOutput(self._log, job, Slot(job=job.name, scheduled_at=slot))
         run.task = asyncio.create_task(self._claimed(run, state, waits_for=waits_for))
         state.runs.append(run)
         self._runs.add(run)
@@ -312,14 +349,17 @@ class Engine:
         slot = Slot(job=job.name, scheduled_at=run.slot)
         if self._limiter.full:
             run.waited = True
+            ranked = f", priority {job.priority}" if job.priority else ""
             self._log.info(
                 "queued",
-                f"job {job.name} waits for a free place (max_concurrent {self._limiter.limit})",
+                f"job {job.name} waits for a free place"
+                f" (max_concurrent {self._limiter.limit}{ranked})",
                 job=job.name,
                 run_id=slot.run_id,
                 queued=self._limiter.queued + 1,
+                priority=job.priority or None,
             )
-        await self._limiter.acquire()
+        await self._limiter.acquire(priority=job.priority)
         hide = self._redactor(job)
         try:
             claim = run.claim  # set by _claimed before any attempt
@@ -329,7 +369,10 @@ class Engine:
             command = command_for(job, slot, attempt, self._base_env)
             process = self._runner.start(command)
             process.mask_secrets(hide)
+            if run.output is not None:
+                process.send_lines(run.output.attempt(attempt))
             run.process = process
+            runlog.log_started(self._log, job, slot, attempt, pid=process.pid, how=run.trigger)
             # The rest waits for the next loop turn: the other slots due now spawn first.
             await asyncio.sleep(0)
             run.noted = noted = self._in_flight.note(
@@ -379,6 +422,8 @@ class Engine:
             outcome, reason = run.stop_as, run.stop_reason
         # Everything shown later (logs, history, alerts) comes from this record; the
         # runner masked the output before cutting the tail from it.
+        job = run.job
+        keep = job.output_keep if job.output is Output.LOG else 0
         return RunResult(
             job=run.job.name,
             scheduled_at=run.slot,
@@ -390,7 +435,11 @@ class Engine:
             signal=process.signal,
             duration_s=round(process.duration_s, 6),
             stderr_tail=process.stderr_tail,
+            stdout_tail=process.stdout_tail if keep else "",
             reason=hide(reason),
+            stdout=kept_text(process.stdout, keep=keep, size=process.stdout_size) if keep else "",
+            stderr=kept_text(process.stderr, keep=keep, size=process.stderr_size) if keep else "",
+            trigger=run.trigger,
         )
 
     # --- a run that failed inside cronplus --------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from cronplus.core.model import Job, Outcome, RunResult, Slot, iso_utc
+from cronplus.core.model import Job, Outcome, RunResult, Slot, Trigger, iso_utc
 from cronplus.core.plan import Pending
 from cronplus.observe.logs import EventLog
 from cronplus.run.exits import how_it_ended
@@ -113,6 +113,23 @@ def log_missed(out: EventLog, job: Job, decision: Pending) -> None:
         first=iso_utc(decision.missed_from) if decision.missed_from else None,
         last=iso_utc(decision.missed_until) if decision.missed_until else None,
         catchup=str(job.catchup),
+    )
+
+
+def log_started(
+    out: EventLog, job: Job, slot: Slot, attempt: int, *, pid: int | None, how: Trigger
+) -> None:
+    total = job.retry.retries + 1
+    out.info(
+        "job_started",
+        f"job {job.name} started (attempt {attempt}/{total}, pid {pid}, {how})",
+        job=job.name,
+        run_id=slot.run_id,
+        scheduled_at=iso_utc(slot.scheduled_at),
+        attempt=attempt,
+        max_attempts=total,
+        pid=pid,
+        trigger=str(how),
     )
 
 

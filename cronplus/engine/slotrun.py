@@ -8,8 +8,9 @@ import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from cronplus.core.model import Job, Outcome, RunResult
+from cronplus.core.model import Job, Outcome, RunResult, Trigger
 from cronplus.engine.admission import SlotClaim
+from cronplus.engine.output import RunOutput
 from cronplus.run.runner import RunningProcess
 
 
@@ -19,6 +20,9 @@ class SlotRun:
 
     job: Job
     slot: datetime
+    trigger: Trigger = Trigger.SCHEDULE
+    output: RunOutput | None = None
+    """Where its attempts' lines are logged (None: ``output: discard``)."""
     results: list[RunResult] = field(default_factory=list)
     process: RunningProcess | None = None
     stop_as: Outcome | None = None

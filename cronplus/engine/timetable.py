@@ -8,6 +8,10 @@ has them found first, so none sees a job without its next slot.
 
 A heap entry is current while it equals its job's ``next_due``; any other (a reload's
 older entry, a job removed or taken) is stale and dropped where it surfaces.
+
+A ``@reboot`` job is scheduled on a ``Reboot``: ``load`` (the daemon's start, and only it)
+gives it one slot, that start; a reload gives it none. Once its slot is taken it has no
+next one, and no heap entry.
 """
 
 from __future__ import annotations
@@ -15,25 +19,29 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cronplus.core.model import Job
-from cronplus.core.schedule import Schedule
+from cronplus.core.schedule import Reboot, Schedule, Timeline, start_slot
 from cronplus.engine.slotrun import SlotRun
+
+_JUST_BEFORE = timedelta(microseconds=1)
 
 
 @dataclass(eq=False)
 class JobState:
     job: Job
-    schedule: Schedule
+    schedule: Timeline
     handled: datetime
     """The newest slot decided on (run, skipped or missed): the ledger's value."""
     next_due: datetime | None = None
     runs: list[SlotRun] = field(default_factory=list)
 
 
-def compile_job(job: Job) -> Schedule:
-    return Schedule.for_job(job.schedule, zone=job.timezone, job_name=job.name)
+def compile_job(job: Job) -> Timeline:
+    """The job's schedule; for ``@reboot`` a ``Reboot`` without a slot (``load`` binds one)."""
+    schedule = Schedule.for_job(job.schedule, zone=job.timezone, job_name=job.name)
+    return Reboot() if schedule.reboot else schedule
 
 
 class Timetable:
@@ -46,16 +54,17 @@ class Timetable:
         """Jobs whose next slot waits for the turn's starts (``push_later``)."""
 
     def load(self, jobs: Iterable[Job], *, now: datetime, ledger: Mapping[str, datetime]) -> None:
-        """Schedule every enabled job; a job the ledger knows resumes from it."""
+        """Schedule every enabled job at the daemon's start ``now``; a job the ledger knows
+        resumes from it, a ``@reboot`` job gets the start as its one slot."""
         # Jobs that share a schedule (Schedule.for_job) and a ledger position share its next
         # slot: of 10,000 jobs, most are one of a few hundred such pairs.
-        following: dict[tuple[Schedule, datetime], datetime] = {}
+        following: dict[tuple[Timeline, datetime], datetime | None] = {}
         for job in jobs:
             if job.enabled:
-                handled = ledger.get(job.name, now)
-                state = JobState(job=job, schedule=compile_job(job), handled=handled)
+                state = _loaded(job, now=now, handled=ledger.get(job.name))
                 self._jobs[job.name] = state
-                self._heap.append(_entry(state, following))
+                if (entry := _entry(state, following)) is not None:
+                    self._heap.append(entry)
         heapq.heapify(self._heap)
 
     def get(self, name: str) -> JobState | None:
@@ -68,19 +77,26 @@ class Timetable:
 
     def replace(self, job: Job, *, now: datetime) -> None:
         """A changed job keeps its state (runs, ledger) and starts its new schedule from
-        ``now``."""
+        ``now``; a job that was and stays ``@reboot`` keeps this start's slot instead (it
+        runs once, with the new definition, if it has not run yet)."""
         state = self._jobs[job.name]
-        state.job, state.schedule = job, compile_job(job)
-        state.handled = max(state.handled, now)
+        schedule = compile_job(job)
+        if isinstance(schedule, Reboot) and isinstance(state.schedule, Reboot):
+            schedule = state.schedule
+        else:
+            state.handled = max(state.handled, now)
+        state.job, state.schedule = job, schedule
         self.push(state)
 
     def remove(self, name: str) -> JobState:
         return self._jobs.pop(name)  # its heap entries are stale from now on
 
     def push(self, state: JobState, following: datetime | None = None) -> None:
-        """Queue the job's next slot; ``following`` is that slot if the caller knows it."""
+        """Queue the job's next slot, if it has one; ``following`` is that slot if the
+        caller knows it."""
         state.next_due = following or state.schedule.next_after(state.handled)
-        heapq.heappush(self._heap, (state.next_due, state.job.name))
+        if state.next_due is not None:
+            heapq.heappush(self._heap, (state.next_due, state.job.name))
 
     def push_later(self, state: JobState) -> None:
         """Queue the job's next slot at the next reader (``push_deferred``)."""
@@ -90,11 +106,12 @@ class Timetable:
     def push_deferred(self) -> None:
         """Queue the next slot of the jobs left by ``push_later``."""
         pending, self._unpushed = self._unpushed, []
-        following: dict[tuple[Schedule, datetime], datetime] = {}
+        following: dict[tuple[Timeline, datetime], datetime | None] = {}
         for state in pending:
             if state.next_due is not None or self._jobs.get(state.job.name) is not state:
                 continue  # queued again by a reload meanwhile, or removed
-            heapq.heappush(self._heap, _entry(state, following))
+            if (entry := _entry(state, following)) is not None:
+                heapq.heappush(self._heap, entry)
 
     def due(self, now: datetime) -> Iterator[tuple[datetime, JobState]]:
         """Take every job whose next slot is at or before ``now``, earliest first; each
@@ -132,13 +149,23 @@ class Timetable:
         return None
 
 
+def _loaded(job: Job, *, now: datetime, handled: datetime | None) -> JobState:
+    """A job's state at the daemon's start ``now``; ``handled`` is its ledger, if any."""
+    schedule = compile_job(job)
+    if isinstance(schedule, Reboot):
+        slot = start_slot(now, handled=handled)
+        # Whatever the ledger says, this start is a slot not handled yet.
+        return JobState(job=job, schedule=Reboot(at=slot), handled=slot - _JUST_BEFORE)
+    return JobState(job=job, schedule=schedule, handled=now if handled is None else handled)
+
+
 def _entry(
-    state: JobState, following: dict[tuple[Schedule, datetime], datetime]
-) -> tuple[datetime, str]:
-    """The job's heap entry, its next slot found once for jobs that share a schedule and a
-    ledger position (``following`` remembers them)."""
+    state: JobState, following: dict[tuple[Timeline, datetime], datetime | None]
+) -> tuple[datetime, str] | None:
+    """The job's heap entry (None: it has no next slot), its next slot found once for jobs
+    that share a schedule and a ledger position (``following`` remembers them)."""
     key = (state.schedule, state.handled)
     if key not in following:
         following[key] = state.schedule.next_after(state.handled)
     state.next_due = following[key]
-    return state.next_due, state.job.name
+    return None if state.next_due is None else (state.next_due, state.job.name)

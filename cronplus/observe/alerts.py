@@ -42,6 +42,8 @@ class Alert:
     duration_s: float | None = None
     reason: str = ""
     stderr_tail: str = ""
+    stdout_tail: str = ""
+    """The last 20 lines (4 KiB) of stdout; empty for a job with ``output: discard``."""
     retry_at: datetime | None = None
     missed: int | None = None
     """How many slots an ``on_missed`` alert covers."""
@@ -67,6 +69,7 @@ class Alert:
             "duration_s": self.duration_s,
             "reason": self.reason or None,
             "stderr_tail": self.stderr_tail,
+            "stdout_tail": self.stdout_tail,
             "retry_at": _iso(self.retry_at),
             "missed": self.missed,
             "last_success": _iso(self.last_success),
@@ -95,6 +98,7 @@ def _from_result(
         duration_s=result.duration_s,
         reason=result.reason,
         stderr_tail=result.stderr_tail,
+        stdout_tail=result.stdout_tail,
     )
 
 

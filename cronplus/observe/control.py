@@ -7,6 +7,8 @@ user may ask). One request per connection, one JSON object per line each way::
     {"command": "reload"}               -> {"ok", "config", "rejected"} once the file is
                                            reloaded, or rejected (its errors)
     {"command": "run", "job": "NAME"}   -> the run's summary, once it has ended
+    {"command": "jobs"}                 -> {"config", "state", "jobs"}: the definitions the
+                                           daemon runs (``list`` on a rejected file)
     anything else                       -> {"error": "..."}
 
 The daemon holds the state's lock while it runs, so a socket file found at start-up is a
@@ -147,6 +149,8 @@ class ControlHandler(Protocol):
 
     def reload(self) -> dict[str, Any]: ...
 
+    def jobs(self) -> dict[str, Any]: ...
+
     async def run_job(self, name: str) -> dict[str, Any]: ...
 
 
@@ -258,10 +262,12 @@ async def _answer(line: bytes, handler: ControlHandler) -> dict[str, Any]:
         return handler.status()
     if command == "reload":
         return handler.reload()
+    if command == "jobs":
+        return handler.jobs()
     if command == "run" and isinstance(request.get("job"), str):
         return await handler.run_job(request["job"])
     return {
-        "error": 'expected {"command": "status"}, {"command": "reload"}'
+        "error": 'expected {"command": "status"}, {"command": "reload"}, {"command": "jobs"}'
         ' or {"command": "run", "job": NAME}'
     }
 
@@ -332,6 +338,7 @@ def format_status(status: dict[str, Any]) -> str:
     lines = [
         f"cronplus {status['version']}, pid {status['pid']}, up {_age(status['uptime_s'])}",
         f"config: {status['config']}",
+        *([f"state: {status['state']}"] if "state" in status else []),
         f"last load: {reload['at']} ({reload['why']}): {verdict}",
         f"loop: last beat {'-' if beat is None else _age(beat) + ' ago'}; "
         f"queue: {status['queued']} waiting",

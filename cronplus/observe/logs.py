@@ -59,6 +59,8 @@ class EventLog:
         self._logger = logger or logging.getLogger(LOGGER_NAME)
 
     def emit(self, level: int, event: str, message: str, **fields: object) -> None:
+        if not self._logger.isEnabledFor(level):
+            return  # --log-level warning: a job's lines cost nothing here
         clean = {key: value for key, value in fields.items() if value is not None}
         self._logger.log(level, message, extra={_EVENT: event, _FIELDS: clean})
 
@@ -102,6 +104,12 @@ def _text_value(value: object) -> str:
     if not text or _UNSAFE.search(text) or any(ch.isspace() or ch in "\"'=" for ch in text):
         return _UNSAFE.sub(_escape_json, json.dumps(text, ensure_ascii=False))
     return text
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal, as text lines show it: newlines and tabs kept, every
+    other control character escaped (``\\x1b``, ``\\r``, ``\\u202e``)."""
+    return _UNSAFE.sub(_escape_text, text)
 
 
 def _escape_text(match: re.Match[str]) -> str:

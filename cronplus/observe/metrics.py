@@ -136,19 +136,21 @@ class Metrics:
             self.last_success.labels(name).set(at.timestamp())
 
     def schedule(self, next_runs: Mapping[str, datetime | None]) -> None:
-        """Each scheduled job's next fire; jobs gone since the last call lose the series.
+        """Each scheduled job's next fire; jobs gone since the last call, or with no next
+        fire now, lose the series.
         A job seen for the first time gets all its series at zero, so that its first
         failure after a start is an increase, and a job that never succeeded has a last
         success of 0, which a staleness rule sees (docs/observability.md)."""
-        for name in self._scheduled - next_runs.keys():
-            self.next_run.remove(name)
-        self._scheduled = set()
+        was, self._scheduled = self._scheduled, set()
         for name, at in next_runs.items():
             if name not in self._seeded:
                 self._seed(name)
             if at is not None:
                 self.next_run.labels(name).set(at.timestamp())
                 self._scheduled.add(name)
+        # Gone from the file, or with no next fire any more (@reboot once it ran).
+        for name in was - self._scheduled:
+            self.next_run.remove(name)
 
     def _seed(self, name: str) -> None:
         for outcome in RUN_OUTCOMES:

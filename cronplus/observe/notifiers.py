@@ -64,7 +64,7 @@ def alert_environment(base: Mapping[str, str], alert: Alert, *, host: str) -> di
     body = alert.body(host=host)
     for key in ("alert", "job", "host", "message", "run_id", "scheduled_at", "attempt"):
         env[f"CRONPLUS_{key.upper()}"] = _text(body[key])
-    for key in ("outcome", "exit_code", "signal", "reason", "stderr_tail", "missed"):
+    for key in ("outcome", "exit_code", "signal", "reason", "stderr_tail", "stdout_tail", "missed"):
         env[f"CRONPLUS_{key.upper()}"] = _text(body[key])
     env["CRONPLUS_ALERT_JSON"] = json.dumps(body, ensure_ascii=False)
     # A NUL cannot travel in the environment; a job's stderr may hold one.
@@ -228,9 +228,10 @@ class EmailNotifier:
         details = [
             f"{key}: {value}"
             for key, value in body.items()
-            if value is not None and key not in ("message", "stderr_tail")
+            if value is not None and key not in ("message", "stderr_tail", "stdout_tail")
         ]
         tail = f"\n\nstderr (tail):\n{alert.stderr_tail}" if alert.stderr_tail else ""
+        tail += f"\n\nstdout (tail):\n{alert.stdout_tail}" if alert.stdout_tail else ""
         message.set_content(f"{alert.message}\n\n" + "\n".join(details) + tail + "\n")
         return message
 

@@ -34,6 +34,11 @@ class Capture:
         self._tail = bytearray()
         self._total = 0
 
+    @property
+    def total(self) -> int:
+        """Bytes fed in all."""
+        return self._total
+
     def feed(self, data: bytes) -> None:
         seen = self._total
         self._total = seen + len(data)

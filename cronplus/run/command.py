@@ -91,6 +91,9 @@ class ProcessResult:
     stderr: bytes
     reason: str = ""
     limit: str = ""
+    stdout_size: int = 0
+    """Bytes the job wrote on stdout in all, kept or not."""
+    stderr_size: int = 0
     """The limit the attempt hit (``memory``, ``cpu_time``, ...), if it hit one."""
 
     @property
@@ -104,6 +107,27 @@ class ProcessResult:
         return tail_text(self.stdout)
 
 
+def kept_text(data: bytes, *, keep: int, size: int) -> str:
+    """What a history row keeps of one stream (``Job.output_keep``): all of ``data`` within
+    ``keep`` bytes, else its first and last ``keep // 2`` around a line counting the bytes
+    of the stream (``size`` in all) not kept. ``data`` is masked already: a cut through it
+    goes through ``***`` at worst, never through a secret."""
+    if len(data) <= keep:
+        return data.decode("utf-8", errors="replace")
+    half = keep // 2
+    head, tail = data[:half], _from_boundary(data[len(data) - half :])
+    middle = f"\n[... {max(size - 2 * half, 0)} bytes not kept ...]\n"
+    return head.decode("utf-8", errors="replace") + middle + tail.decode("utf-8", errors="replace")
+
+
+def _from_boundary(chunk: bytes) -> bytes:
+    """``chunk`` less the UTF-8 continuation bytes a cut left at its start (at most 3)."""
+    skip = 0
+    while skip < min(3, len(chunk)) and 0x80 <= chunk[skip] <= 0xBF:
+        skip += 1
+    return chunk[skip:]
+
+
 def tail_text(
     data: bytes, *, lines: int = STDERR_TAIL_LINES, max_bytes: int = STDERR_TAIL_BYTES
 ) -> str:
@@ -112,10 +136,7 @@ def tail_text(
     if len(data) > max_bytes:
         # The cut may land inside a UTF-8 sequence: drop its continuation bytes rather than
         # start the text with a replacement character.
-        skip = 0
-        while skip < min(3, len(chunk)) and 0x80 <= chunk[skip] <= 0xBF:
-            skip += 1
-        chunk = chunk[skip:]
+        chunk = _from_boundary(chunk)
     text = chunk.decode("utf-8", errors="replace").rstrip("\n")
     return "\n".join(text.split("\n")[-lines:])
 
@@ -206,6 +227,7 @@ def command_for(job: Job, slot: Slot, attempt: int, base_env: Mapping[str, str])
         timeout=None if job.timeout is None else job.timeout.total_seconds(),
         kill_grace=job.kill_grace.total_seconds(),
         success_codes=job.success_codes,
+        output_limit=job.output_limit,
         limits=job.limits,
         account=job.user,
         group=job.group,

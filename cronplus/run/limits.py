@@ -70,17 +70,31 @@ _FILE_WORDS = ("too many open files",)
 # --- reading (for config/loader.py) --------------------------------------------------------------
 
 
-def parse_size(value: object) -> int:
-    """``512M``, ``2G``, ``1.5G``, or a number of bytes; at least 1M."""
+def parse_bytes(value: object, *, at_most: int) -> int:
+    """``64K``, ``1M``, ``0``, or a number of bytes, up to ``at_most`` (a job's output
+    sizes: ``output_limit``, ``output_log_limit``, ``output_keep``)."""
+    size = _bytes(value, "a size such as 64K or 1M (K, M, G: powers of 1024)")
+    if size > at_most:
+        raise ValueError(f"expected at most {at_most >> 20}M, got {size} bytes")
+    return size
+
+
+def _bytes(value: object, hint: str) -> int:
     integer = isinstance(value, int) and not isinstance(value, bool)
     text = str(value).strip() if isinstance(value, str) or integer else ""
     match = _SIZE.fullmatch(text)
     if match is None:
-        raise ValueError(f"expected {_SIZE_HINT}, got {describe_value(value)}")
+        raise ValueError(f"expected {hint}, got {describe_value(value)}")
     amount, unit = match.groups()
-    size = math.ceil(float(amount) * _UNITS[unit])
+    return math.ceil(float(amount) * _UNITS[unit])
+
+
+def parse_size(value: object) -> int:
+    """``512M``, ``2G``, ``1.5G``, or a number of bytes; at least 1M."""
+    size = _bytes(value, _SIZE_HINT)
+    text = str(value).strip()
     if size < MIN_MEMORY:
-        hint = f"; did you mean {text}M?" if not unit else ""
+        hint = f"; did you mean {text}M?" if not text[-1:].isalpha() else ""
         raise ValueError(f"expected at least 1M, got {size} bytes{hint}")
     return size
 

@@ -41,6 +41,7 @@ from cronplus.run.command import (
     command_for,
     is_control_variable,
     job_environment,
+    kept_text,
     passed_on,
     tail_text,
 )
@@ -51,6 +52,7 @@ from cronplus.run.exits import (
     spawn_failure_reason,
     wrapper_failure,
 )
+from cronplus.run.lines import Lines, LineSink
 from cronplus.run.parking import BATCH, LOST, Parking
 from cronplus.run.secrets import NO_SECRETS, Redactor
 
@@ -70,6 +72,7 @@ __all__ = [
     "command_for",
     "is_control_variable",
     "job_environment",
+    "kept_text",
     "passed_on",
     "spawn_failure_reason",
     "tail_text",
@@ -208,6 +211,7 @@ class RunningProcess:
         self._stderr = Capture(command.output_limit)
         self._status = Capture(_STATUS_LIMIT)  # the limits wrapper's word on its exec
         self._open: dict[int, Capture] = {}
+        self._lines: dict[Capture, Lines] = {}  # the streams whose lines a sink takes
         self._drain_grace = 0.0
         self._exited_at: float | None = None
         self._stop = Stop.NONE
@@ -229,6 +233,16 @@ class RunningProcess:
         """Mask ``hide``'s secrets in the output of the result. The result is made on a
         later loop turn, so calling this right after ``Runner.start`` is in time."""
         self._hide = hide
+        for lines in self._lines.values():
+            lines.mask_secrets(hide)
+
+    def send_lines(self, sink: LineSink) -> None:
+        """Hand ``sink`` each line of stdout and stderr as it comes (``lines.py``), with
+        the secrets given to ``mask_secrets`` masked; in time right after ``Runner.start``."""
+        self._lines = {
+            self._stdout: Lines("stdout", sink, self._hide),
+            self._stderr: Lines("stderr", sink, self._hide),
+        }
 
     def terminate(self, grace: float) -> None:
         """SIGTERM the group, SIGKILL it after ``grace`` seconds; calling again may only
@@ -290,7 +304,10 @@ class RunningProcess:
         except OSError:
             data = b""  # EIO and the like: nothing more will come from this pipe
         if data:
-            self._open[fd].feed(data)
+            capture = self._open[fd]
+            capture.feed(data)
+            if (lines := self._lines.get(capture)) is not None and lines.open:
+                lines.feed(data)
             return
         self._close_pipe(fd)
         self._settle()
@@ -298,7 +315,8 @@ class RunningProcess:
     def _close_pipe(self, fd: int) -> None:
         self._loop.remove_reader(fd)
         os.close(fd)
-        del self._open[fd]
+        if (lines := self._lines.get(self._open.pop(fd))) is not None:
+            lines.close()
 
     def _on_exit(self) -> None:
         self._exited_at = self._loop.time()
@@ -382,6 +400,8 @@ class RunningProcess:
             stdout=self._stdout.value(self._hide, cut_end=self._cut_short),
             stderr=self._stderr.value(self._hide, cut_end=self._cut_short),
             reason=reason,
+            stdout_size=self._stdout.total,
+            stderr_size=self._stderr.total,
         )
         if self._lost:
             reason = lost_output_reason(self.command.argv[0])

@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from cronplus.core.model import Outcome, RunResult, StateError
+from cronplus.core.model import Outcome, RunResult, StateError, Trigger
 from cronplus.state.files import (
     cannot_open,
     check_siblings,
@@ -65,10 +65,21 @@ MIGRATIONS: tuple[Migration, ...] = (
                 started_at INTEGER NOT NULL, pid INTEGER, owner_pid INTEGER NOT NULL)""",
         ),
     ),
+    Migration(
+        summary="each attempt's output, and how its run started",
+        statements=(
+            # Rows from before keep '' in each: no output kept, started by an unknown way.
+            "ALTER TABLE history ADD COLUMN stdout TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE history ADD COLUMN stderr TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE history ADD COLUMN trigger TEXT NOT NULL DEFAULT ''",
+        ),
+    ),
 )
 """Schema versions in order: applying ``MIGRATIONS[n-1]`` takes ``user_version`` to n."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
+READS_FROM = 1
+"""The oldest version a read-only store reads without upgrading it."""
 
 
 def migrate(db: sqlite3.Connection, migrations: tuple[Migration, ...]) -> int:
@@ -93,9 +104,11 @@ _NOT_FAILED = tuple(outcome.value for outcome in NOT_FAILED)
 
 _COLUMNS = (
     "job, scheduled_at, attempt, started_at, finished_at, outcome, exit_code, signal,"
-    " duration_s, stderr_tail, reason"
+    " duration_s, stderr_tail, reason, stdout, stderr, trigger"
 )
-_INSERT_HISTORY = f"INSERT INTO history (run_id, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT_HISTORY = f"INSERT INTO history (run_id, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_OLD_COLUMNS = _COLUMNS.replace("stdout, stderr, trigger", "'', '', ''")
+"""What a reader selects from a version 1 file: it has no output or trigger columns."""
 _TRIM_HISTORY = (
     "DELETE FROM history WHERE job = ?1 AND id IN (SELECT id FROM history WHERE job = ?1"
     " ORDER BY finished_at DESC, id DESC LIMIT -1 OFFSET ?2)"
@@ -125,12 +138,17 @@ def _history_params(result: RunResult) -> tuple[object, ...]:
     return history_values(result, to_micros)
 
 
-def _history_query(*, job: str | None, failed_only: bool) -> str:
+def _history_query(
+    *, job: str | None, failed_only: bool, run_id: str | None = None, old: bool = False
+) -> str:
     where = ["job = :job"] if job is not None else []
+    if run_id is not None:
+        where.append("run_id = :run_id")
     if failed_only:
         where.append(f"outcome NOT IN {_NOT_FAILED!r}")
     clause = f" WHERE {' AND '.join(where)}" if where else ""
-    return f"SELECT {_COLUMNS} FROM history{clause} ORDER BY finished_at DESC, id DESC LIMIT :n"
+    columns = _OLD_COLUMNS if old else _COLUMNS
+    return f"SELECT {columns} FROM history{clause} ORDER BY finished_at DESC, id DESC LIMIT :n"
 
 
 # --- errors ---------------------------------------------------------------------------
@@ -194,9 +212,17 @@ class SqliteStore:
     _writing: ClassVar[set[tuple[int, Path]]] = set()
     """(pid, database) of the writing stores open in this process."""
 
-    def __init__(self, *, path: Path, db: sqlite3.Connection, writable: bool) -> None:
+    def __init__(
+        self,
+        *,
+        path: Path,
+        db: sqlite3.Connection,
+        writable: bool,
+        version: int = SCHEMA_VERSION,
+    ) -> None:
         self._path = path
         self._db = db
+        self._old = version < SCHEMA_VERSION  # read-only: no output or trigger columns
         self._mutex = threading.Lock()
         self._writers: int | None = None
         self._begun: set[int] = set()
@@ -246,14 +272,15 @@ class SqliteStore:
         check_siblings(path)
         db = cls._checked(path, _connect(path, "ro"))
         version = _user_version(db)
-        if version == SCHEMA_VERSION:
-            return cls(path=path, db=db, writable=False)
+        if version >= READS_FROM:
+            # A file the running (older) daemon has not upgraded yet reads as it is.
+            return cls(path=path, db=db, writable=False, version=version)
         db.close()
         if version == 0:
             return cls._empty(path)
         raise StateError(
             f"{path}: schema version {version} is older than this cronplus reads"
-            f" ({SCHEMA_VERSION}); start `cronplus daemon` once to upgrade it"
+            f" ({READS_FROM}); start `cronplus daemon` once to upgrade it"
         )
 
     @classmethod
@@ -317,13 +344,21 @@ class SqliteStore:
             self._insert(result, keep=keep)
 
     def history(
-        self, *, job: str | None = None, failed_only: bool = False, limit: int = 20
+        self,
+        *,
+        job: str | None = None,
+        failed_only: bool = False,
+        limit: int = 20,
+        run_id: str | None = None,
     ) -> list[RunResult]:
         if limit < 0:
             raise ValueError(f"limit (history rows) must be 0 or more, got {limit}")
-        query = _history_query(job=job, failed_only=failed_only)
+        if run_id is not None:  # JOB@INSTANT: the job's index finds it
+            job = run_id.rpartition("@")[0]
+        query = _history_query(job=job, failed_only=failed_only, run_id=run_id, old=self._old)
+        params = {"job": job, "n": limit, "run_id": run_id}
         with self._using("reading history"):
-            rows = self._db.execute(query, {"job": job, "n": limit}).fetchall()
+            rows = self._db.execute(query, params).fetchall()
         return [self._result(row) for row in rows]
 
     def last_outcomes(self) -> dict[str, tuple[Outcome, datetime]]:
@@ -421,7 +456,8 @@ class SqliteStore:
         self._db.execute(_TRIM_HISTORY, (result.job, keep))
 
     def _result(self, row: tuple[Any, ...]) -> RunResult:
-        job, scheduled, attempt, started, finished, outcome, code, sig, secs, tail, why = row
+        job, scheduled, attempt, started, finished, outcome, code, sig, secs, tail, why = row[:11]
+        stdout, stderr, trigger = row[11:]
         return RunResult(
             job=job,
             scheduled_at=from_micros(scheduled),
@@ -434,6 +470,9 @@ class SqliteStore:
             duration_s=secs,
             stderr_tail=tail,
             reason=why,
+            stdout=stdout,
+            stderr=stderr,
+            trigger=Trigger(trigger) if trigger else None,
         )
 
 

@@ -43,10 +43,15 @@ class Store(Protocol):
         """Add one attempt as a history row, then trim the job's history to ``keep`` rows."""
 
     def history(
-        self, *, job: str | None = None, failed_only: bool = False, limit: int = 20
+        self,
+        *,
+        job: str | None = None,
+        failed_only: bool = False,
+        limit: int = 20,
+        run_id: str | None = None,
     ) -> list[RunResult]:
         """Newest first (by ``finished_at``, then insertion). ``failed_only`` drops
-        ``succeeded`` and ``skipped_overlap`` rows."""
+        ``succeeded`` and ``skipped_overlap`` rows; ``run_id``: only that run's rows."""
 
     def last_outcomes(self) -> dict[str, tuple[Outcome, datetime]]:
         """Per job: the outcome and ``finished_at`` of its newest history row."""
@@ -125,6 +130,9 @@ def history_values(
         result.duration_s,
         result.stderr_tail,
         result.reason,
+        result.stdout,
+        result.stderr,
+        "" if result.trigger is None else result.trigger.value,
     )
 
 

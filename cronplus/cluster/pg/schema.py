@@ -22,7 +22,7 @@ from psycopg import conninfo
 
 from cronplus.cluster.decisions import NodeRow
 from cronplus.config.dsn import password_problem
-from cronplus.core.model import Outcome, RunResult, StateError
+from cronplus.core.model import Outcome, RunResult, StateError, Trigger
 from cronplus.state.store import Migration, history_values, to_micros
 
 CONNECT_TIMEOUT_S = 5
@@ -88,6 +88,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             "UPDATE definitions SET stamp = '-infinity'",
             "ALTER TABLE definitions ALTER COLUMN stamp SET NOT NULL",
             "ALTER TABLE definitions ADD COLUMN deployed boolean NOT NULL DEFAULT false",
+        ),
+    ),
+    Migration(
+        summary="each attempt's output, and how its run started",
+        statements=(
+            # Rows from before keep '' in each: no output kept, started by an unknown way.
+            "ALTER TABLE history ADD COLUMN stdout text NOT NULL DEFAULT ''",
+            "ALTER TABLE history ADD COLUMN stderr text NOT NULL DEFAULT ''",
+            "ALTER TABLE history ADD COLUMN trigger text NOT NULL DEFAULT ''",
         ),
     ),
 )
@@ -227,12 +236,12 @@ def _closing(conn: psycopg.Connection[tuple[Any, ...]]) -> Iterator[psycopg.Conn
 
 HISTORY_COLUMNS = (
     "job, scheduled_at, attempt, started_at, finished_at, outcome, exit_code, signal,"
-    " duration_s, stderr_tail, reason"
+    " duration_s, stderr_tail, reason, stdout, stderr, trigger"
 )
 INSERT_HISTORY = (
     "INSERT INTO history (run_id, job, scheduled_at, attempt, started_at, finished_at,"
-    " outcome, exit_code, signal, duration_s, stderr_tail, reason, node)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " outcome, exit_code, signal, duration_s, stderr_tail, reason, stdout, stderr, trigger,"
+    " node) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 TRIM_HISTORY = (
     "DELETE FROM history WHERE id IN (SELECT id FROM history WHERE job = %(job)s"
@@ -260,7 +269,8 @@ def history_params(result: RunResult, *, node: str = "") -> tuple[object, ...]:
 
 
 def result_of(row: tuple[Any, ...]) -> RunResult:
-    job, scheduled, attempt, started, finished, outcome, code, sig, secs, tail, why = row
+    job, scheduled, attempt, started, finished, outcome, code, sig, secs, tail, why = row[:11]
+    stdout, stderr, trigger = row[11:14]
     return RunResult(
         job=job,
         scheduled_at=utc(scheduled),
@@ -273,6 +283,9 @@ def result_of(row: tuple[Any, ...]) -> RunResult:
         duration_s=secs,
         stderr_tail=tail,
         reason=why,
+        stdout=stdout,
+        stderr=stderr,
+        trigger=Trigger(trigger) if trigger else None,
     )
 
 

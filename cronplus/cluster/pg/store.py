@@ -20,6 +20,7 @@ import psycopg
 from cronplus.cluster.decisions import NodeRow
 from cronplus.cluster.pg.schema import (
     ADVANCE_LEDGER,
+    HISTORY_COLUMNS,
     INSERT_HISTORY,
     LAST_OUTCOMES,
     NODES,
@@ -38,9 +39,9 @@ from cronplus.core.model import Outcome, RunResult, StateError
 from cronplus.state.store import NOT_FAILED, check_keep, interrupted_result
 
 _HISTORY = (
-    "SELECT job, scheduled_at, attempt, started_at, finished_at, outcome, exit_code, signal,"
-    " duration_s, stderr_tail, reason FROM history"
+    f"SELECT {HISTORY_COLUMNS} FROM history"
     " WHERE (%(job)s::text IS NULL OR job = %(job)s)"
+    " AND (%(run_id)s::text IS NULL OR run_id = %(run_id)s)"
     " AND NOT (%(failed)s AND outcome = ANY(%(ok)s))"
     " ORDER BY finished_at DESC, id DESC LIMIT %(n)s"
 )
@@ -95,12 +96,19 @@ class PgStore:
             self._insert(params, keep=keep)
 
     def history(
-        self, *, job: str | None = None, failed_only: bool = False, limit: int = 20
+        self,
+        *,
+        job: str | None = None,
+        failed_only: bool = False,
+        limit: int = 20,
+        run_id: str | None = None,
     ) -> list[RunResult]:
         if limit < 0:
             raise ValueError(f"limit (history rows) must be 0 or more, got {limit}")
+        if run_id is not None:  # JOB@INSTANT: the job's index finds it
+            job = run_id.rpartition("@")[0]
         ok = [outcome.value for outcome in NOT_FAILED]
-        params = {"job": job, "failed": failed_only, "ok": ok, "n": limit}
+        params = {"job": job, "failed": failed_only, "ok": ok, "n": limit, "run_id": run_id}
         with self._using("reading history"):
             rows = self._conn.execute(_HISTORY, params).fetchall()
         return [result_of(row) for row in rows]
