@@ -243,7 +243,7 @@ def test_a_chatty_run_is_cut_at_its_budget_and_says_so_once(
     assert 1024 - 16 < logged <= 1024
     assert {field(r, "attempt") for r in lines} == {1}
     (over,) = events(caplog, "output_not_logged")
-    assert "output_log_limit (1 KiB a run)" in over.getMessage()
+    assert "output_log_limit (1K a run)" in over.getMessage()
     row = store.history(job="chatty")[0]
     head, rest = row.stdout.split("\n[... ")
     middle, tail = rest.split(" ...]\n")

@@ -1,33 +1,22 @@
 """The JSON Schema pattern of a cron expression: cronplus's grammar as one regex.
 
 ``expression()`` is the grammar of ``cronplus/core/cronexpr.py`` (docs/schedules.md) as one
-regex, built from the field table below. It may take more than the parser does where a regex
-cannot say it (a range that runs backwards, day 31 in February), never less. Only
-``schedule.py`` may import ``cronexpr``, so the table is restated here; tests/test_schema.py
-holds it to the parser, edge by edge and with generated expressions. The regex keeps to
+regex, built from the parser's own field table (through ``schedule.py``, the one importer of
+``cronexpr``). It may take more than the parser does where a regex cannot say it (a range
+that runs backwards, day 31 in February), never less; tests/test_schema.py holds it to the
+parser, edge by edge and with generated expressions. The regex keeps to
 what ECMA-262 (the editors') and Python's ``re`` read alike: no flags, no ``\\d``, ``\\s``
 or ``\\w``, no named groups, nothing escaped that needs no escape.
 """
 
 from __future__ import annotations
 
+from cronplus.core import schedule
+
 _SEC, _MIN, _HOUR, _DOM, _MONTH, _DOW = range(6)
-FIELDS = (
-    ("second", 0, 59),
-    ("minute", 0, 59),
-    ("hour", 0, 23),
-    ("day-of-month", 1, 31),
-    ("month", 1, 12),
-    ("day-of-week", 0, 7),
-)
-"""(name, lowest, highest), seconds first, as the parser counts them."""
-NAMES = {
-    _MONTH: tuple("jan feb mar apr may jun jul aug sep oct nov dec".split()),  # noqa: SIM905
-    _DOW: tuple("sun mon tue wed thu fri sat".split()),  # noqa: SIM905
-}
-MACROS = (  # @reboot: no time; once at each start of the daemon
-    "@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly", "@reboot",
-)  # fmt: skip
+FIELDS = schedule.FIELDS
+NAMES = schedule.FIELD_NAMES
+MACROS = schedule.MACRO_NAMES
 
 # The parser compares names with str.lower() and finds its L, W and # marks with str.upper(),
 # which read two non-ASCII characters as ASCII: U+212A KELVIN SIGN lowers to k ('@wee\u212aly'

@@ -30,7 +30,7 @@ from cronplus.core.model import ScheduleError
 from cronplus.core.words import never_fires
 
 _SEC, _MIN, _HOUR, _DOM, _MONTH, _DOW = range(6)
-_FIELDS = (
+FIELDS = (  # (name, lowest, highest), seconds first
     ("second", 0, 59),
     ("minute", 0, 59),
     ("hour", 0, 23),
@@ -58,6 +58,9 @@ _MACROS = {
     "@hourly": "0 * * * *",
 }
 REBOOT = "@reboot"
+FIELD_NAMES = {_MONTH: tuple(_MONTH_NAMES), _DOW: tuple(_DAY_NAMES)}
+"""The names each field takes, by field index (month 1 = jan, weekday 0 = sun)."""
+MACRO_NAMES = (*_MACROS, REBOOT)
 _HASHED = re.compile(r"H(?:\((\w+)-(\w+)\))?", re.IGNORECASE)
 _OTHER_SPACE = re.compile(r"[^\S \t]")  # whitespace that str.split() would split on, cron not
 _CONTROL_NAMES = {  # unicodedata has no names for control characters
@@ -169,7 +172,7 @@ def _parse_field(index: int, text: str, job_name: str) -> tuple[int, tuple[Speci
 def _parse_item(index: int, item: str, job_name: str) -> int:
     base, slash, step_text = item.partition("/")
     step = _step(index, step_text, item) if slash else 1
-    low, high = _STAR_SPAN.get(index, _FIELDS[index][1:])
+    low, high = _STAR_SPAN.get(index, FIELDS[index][1:])
     if base == "?" and index not in (_DOM, _DOW):
         raise _error(index, "'?' is only allowed in the day-of-month and day-of-week fields")
     if base[:1] in ("H", "h"):
@@ -218,7 +221,7 @@ def _hashed(index: int, base: str, job_name: str, step: int) -> tuple[int, int]:
     match = _HASHED.fullmatch(base)
     if match is None:
         raise _error(index, f"{base!r} is not a hash; expected H, H(low-high) or H/step")
-    low, high = _HASH_SPAN.get(index, _FIELDS[index][1:])
+    low, high = _HASH_SPAN.get(index, FIELDS[index][1:])
     if match[1] is not None:
         low, high = _value(index, match[1], base), _value(index, match[2], base)
         if low > high:
@@ -231,7 +234,7 @@ def _hashed(index: int, base: str, job_name: str, step: int) -> tuple[int, int]:
 
 
 def _value(index: int, token: str, item: str) -> int:
-    name, low, high = _FIELDS[index]
+    name, low, high = FIELDS[index]
     named = _NAMES.get(index, {}).get(token.lower())
     if named is not None:
         return named
@@ -267,7 +270,7 @@ def _number(index: int, token: str, item: str, bounds: tuple[int, int], what: st
 
 
 def _error(index: int, problem: str) -> ScheduleError:
-    return ScheduleError(f"{_FIELDS[index][0]} field: {problem}")
+    return ScheduleError(f"{FIELDS[index][0]} field: {problem}")
 
 
 # --- matching naive wall times ----------------------------------------------------------------

@@ -35,6 +35,12 @@ _NAIVE_EPOCH = _EPOCH.replace(tzinfo=None)
 _EPOCH_ORDINAL = _NAIVE_EPOCH.toordinal()
 _ONE_SECOND = timedelta(seconds=1)
 
+FIELDS = cronexpr.FIELDS
+"""The grammar's fields, (name, lowest, highest) seconds first, for what writes the grammar
+down elsewhere (the JSON Schema's pattern, config/cronpattern.py)."""
+FIELD_NAMES = cronexpr.FIELD_NAMES
+MACRO_NAMES = cronexpr.MACRO_NAMES
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Schedule:

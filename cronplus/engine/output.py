@@ -15,6 +15,7 @@ import logging
 
 from cronplus.core.model import Job, OutputLevel, Slot
 from cronplus.observe.logs import EventLog
+from cronplus.run.limits import format_size
 
 _LEVELS = {OutputLevel.INFO: logging.INFO, OutputLevel.WARNING: logging.WARNING}
 
@@ -50,7 +51,7 @@ class RunOutput:
 
     def _over(self, attempt: int) -> None:
         self._left = -1  # said once a run
-        limit = size_text(self._job.output_log_limit)
+        limit = format_size(self._job.output_log_limit)  # as the file writes it: 64K
         self._log.warning(
             "output_not_logged",
             f"job {self._job.name}: its output passed output_log_limit ({limit} a run);"
@@ -73,11 +74,3 @@ class AttemptOutput:
 
     def line(self, stream: str, text: str, *, dropped: int) -> bool:
         return self._run.take(stream, text, dropped=dropped, attempt=self._attempt)
-
-
-def size_text(size: int) -> str:
-    """``64 KiB``, ``1.5 MiB``, ``300 bytes``: a byte count for a log line."""
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if size >= scale:
-            return f"{size / scale:.4g} {unit}"
-    return f"{size} bytes"
