@@ -3,15 +3,17 @@
 #   make test   set up .venv and run the gates: ruff, mypy --strict, lint-imports, pytest
 #   make test-systemd  the shipped units under a real systemd 252 in a container (root;
 #               the first run makes its Debian root, 1 to 4 minutes, kept for later runs)
-#   make test-cluster  issue 21's faults on three real nodes over a private PostgreSQL
-#               (initdb, and libfaketime from Debian's faketime; about 3.5 minutes)
+#   make test-cluster  three real nodes over PostgreSQL (tests marked cluster), then issue
+#               21's faults over a private server (initdb, and libfaketime from Debian's
+#               faketime; about 4.5 minutes)
+#   make test-bench  the bench/ scripts in their quick modes (tests marked bench; 1 minute)
 #   make bench  cronplus beside yacron and Debian cron (root, 60 to 90 minutes)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-systemd test-cluster lint typecheck pytest bench clean
+.PHONY: run test test-systemd test-cluster test-bench lint typecheck pytest bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "cronplus needs Python 3.11+")'
@@ -28,13 +30,17 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/pytest -q -n 2
+	$(BIN)/pytest -q -n 2 -m 'not cluster and not bench'
 
 test-systemd: $(STAMP)
 	$(BIN)/pytest -q -o timeout=900 tests_systemd
 
 test-cluster: $(STAMP)
+	$(BIN)/pytest -q -n 2 -m cluster tests
 	$(BIN)/pytest -q -o timeout=300 tests_cluster
+
+test-bench: $(STAMP)
+	$(BIN)/pytest -q -n 2 -m bench tests
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

@@ -41,6 +41,8 @@ from procs import Child, DaemonRun, no_child_left
 from cronplus.config import loader
 from cronplus.core.schedule import Schedule
 
+pytestmark = pytest.mark.bench
+
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 SPREAD = re.compile(r"^\d+\.\d+ \(\d+\.\d+–\d+\.\d+\)$")
 """A ``median (min–max)`` cell."""

@@ -33,6 +33,8 @@ from test_bench import SPREAD, column, tables
 from cronplus.config import loader
 from cronplus.core.schedule import Schedule
 
+pytestmark = pytest.mark.bench
+
 PEAK = BENCH / "peak.c"
 PNG = b"\x89PNG\r\n\x1a\n"
 FIGURE = re.compile(r"^(\d[\d,]*\.\d+ (s|MB|ms)|–)$")

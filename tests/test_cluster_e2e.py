@@ -24,6 +24,8 @@ from privatepg import PrivateServer
 from cronplus.cluster.pg.store import PgStore
 from cronplus.core.model import Outcome
 
+pytestmark = pytest.mark.cluster
+
 WINDOW_S = 8.0
 """How long the exact-once run lasts once every node is live."""
 

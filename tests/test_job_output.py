@@ -25,6 +25,7 @@ from cronplus.core.model import (
     Output,
     OutputLevel,
     RetryPolicy,
+    RunResult,
     Settings,
     Trigger,
 )
@@ -167,7 +168,29 @@ def make_job(tmp_path: Path, command: str, **fields: object) -> Job:
     return replace(base, **fields)  # type: ignore[arg-type]
 
 
-def run_job(tmp_path: Path, store: SqliteStore, job: Job, trigger: Trigger) -> None:
+class Finished:
+    """The engine's events observer: the results of the attempts that ended."""
+
+    def __init__(self) -> None:
+        self.results: list[RunResult] = []
+
+    def attempt_started(self, **_: object) -> None:
+        pass
+
+    def attempt_finished(self, *, result: RunResult, **_: object) -> None:
+        self.results.append(result)
+
+    def slots_missed(self, **_: object) -> None:
+        pass
+
+
+def run_job(
+    tmp_path: Path,
+    store: SqliteStore,
+    job: Job,
+    trigger: Trigger,
+    events: Finished | None = None,
+) -> None:
     tab = Crontab(path=tmp_path / "c.yaml", settings=Settings(state=store._path), jobs=(job,))
     clock = FakeClock(T0)
 
@@ -179,6 +202,7 @@ def run_job(tmp_path: Path, store: SqliteStore, job: Job, trigger: Trigger) -> N
             clock=clock,
             base_env={"SERVICE_TOKEN": "hunter2-hunter2"},
             log=EventLog(),
+            events=events or Finished(),
         )
         eng.start_slots([(job, T0)], now=clock.now(), trigger=trigger)
         await eng.wait_idle()
@@ -262,6 +286,17 @@ def test_discarded_output_is_neither_logged_nor_kept(
     (row,) = store.history(job="chatty")
     assert (row.stdout, row.stderr, row.stdout_tail) == ("", "", "")
     assert row.stderr_tail == "why"  # the failure line's tail stays, as every failure's
+
+
+def test_output_keep_0_keeps_no_output_in_history_but_the_alerts_stdout_tail_stays(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    job = make_job(tmp_path, "echo copied 3 of 4 files; exit 1", output_keep=0)
+    finished = Finished()
+    run_job(tmp_path, store, job, Trigger.RUN, events=finished)
+    (row,) = store.history(job="chatty")
+    assert (row.stdout, row.stderr) == ("", "")
+    assert [r.stdout_tail for r in finished.results] == ["copied 3 of 4 files"]
 
 
 # --- the file ---------------------------------------------------------------------------

@@ -423,7 +423,8 @@ class Engine:
         # Everything shown later (logs, history, alerts) comes from this record; the
         # runner masked the output before cutting the tail from it.
         job = run.job
-        keep = job.output_keep if job.output is Output.LOG else 0
+        shown = job.output is Output.LOG  # the alerts' stdout tail, whatever history keeps
+        keep = job.output_keep if shown else 0
         return RunResult(
             job=run.job.name,
             scheduled_at=run.slot,
@@ -435,7 +436,7 @@ class Engine:
             signal=process.signal,
             duration_s=round(process.duration_s, 6),
             stderr_tail=process.stderr_tail,
-            stdout_tail=process.stdout_tail if keep else "",
+            stdout_tail=process.stdout_tail if shown else "",
             reason=hide(reason),
             stdout=kept_text(process.stdout, keep=keep, size=process.stdout_size) if keep else "",
             stderr=kept_text(process.stderr, keep=keep, size=process.stderr_size) if keep else "",
