@@ -2,8 +2,10 @@
 
 ``HttpRecorder`` keeps every request it gets and answers by a mode: ``ok`` (200, with a
 ``Ping-Body-Limit`` header), ``fail`` (500) or ``hang`` (reads the request, answers nothing
-until the test ends). ``SmtpRecorder`` is aiosmtpd with STARTTLS (or implicit TLS) and a
-login. ``make_certificate`` makes a self-signed certificate for 127.0.0.1 with openssl.
+until the test ends); ``statuses`` answers the first requests with those codes instead, in
+order; ``tls`` serves HTTPS with that server context. ``SmtpRecorder`` is aiosmtpd with
+STARTTLS (or implicit TLS) and a login. ``make_certificate`` makes a self-signed
+certificate for 127.0.0.1 with openssl.
 """
 
 from __future__ import annotations
@@ -37,17 +39,20 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length", "0"))
         body = self.rfile.read(length)
         headers = {name.lower(): value for name, value in self.headers.items()}
-        self.server.recorder.add(Request("POST", self.path, headers, body))
-        mode = self.server.recorder.mode
-        if mode == "hang":
-            self.server.recorder.release.wait(10)
+        recorder = self.server.recorder
+        recorder.add(Request(self.command, self.path, headers, body))
+        status = recorder.statuses.pop(0) if recorder.statuses else None
+        if status is None and recorder.mode == "hang":
+            recorder.release.wait(10)
             return
-        self.send_response(200 if mode == "ok" else 500)
+        self.send_response(status or (200 if recorder.mode == "ok" else 500))
         self.send_header("Content-Length", "2")
         if self.server.recorder.body_limit is not None:
             self.send_header("Ping-Body-Limit", str(self.server.recorder.body_limit))
         self.end_headers()
         self.wfile.write(b"OK")
+
+    do_GET = do_PUT = do_PATCH = do_DELETE = do_POST
 
     def log_message(self, format: str, *args: object) -> None:
         return
@@ -64,6 +69,8 @@ class HttpRecorder:
 
     mode: str = "ok"
     body_limit: int | None = None
+    statuses: list[int] = field(default_factory=list)
+    tls: ssl.SSLContext | None = None
     requests: list[Request] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
     arrived: threading.Condition = field(default_factory=threading.Condition)
@@ -71,12 +78,15 @@ class HttpRecorder:
     def __post_init__(self) -> None:
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.recorder = self
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
 
     def add(self, request: Request) -> None:
         with self.arrived:

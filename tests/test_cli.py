@@ -160,6 +160,7 @@ def test_run_once_on_a_spring_forward_night_runs_the_0230_job_at_0300(cronplus: 
         "attempts": 1,
         "exit_code": 0,
         "duration_s": run["duration_s"],
+        "response": None,
     }
     assert isinstance(run["duration_s"], float)
 
@@ -186,6 +187,7 @@ def test_run_once_runs_both_jobs_due_in_the_minute_and_records_history(cronplus:
         "stderr_tail",
         "reason",
         "trigger",
+        "response",
     }
 
 

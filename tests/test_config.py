@@ -834,7 +834,8 @@ ERRORS: list[tuple[str, str | bytes, list[str]]] = [
         "jobs:\n  backup:\n    schedule: '@daily'\n",
         [
             "crontab.yaml:2:3: jobs.backup: missing key 'command': "
-            "expected a list of strings (argv) or a string (run by the shell)"
+            "expected a list of strings (argv) or a string (run by the shell),"
+            " or one target instead: http, celery, rq or amqp"
         ],
     ),
     (

@@ -349,7 +349,7 @@ def test_a_version_1_file_reads_as_it_is_and_upgrades_keeping_its_rows(tmp_path:
     writer.close()
     assert (row.job, row.stdout, row.trigger) == ("old", "", None)
     version = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0]
-    assert version == sqlite_state.SCHEMA_VERSION == 2
+    assert version == sqlite_state.SCHEMA_VERSION == 3
 
 
 # --- the commands -----------------------------------------------------------------------

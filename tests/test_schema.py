@@ -192,12 +192,15 @@ def test_the_schema_describes_every_settings_field_of_the_model() -> None:
 
 def test_the_schema_describes_every_job_field_of_the_model() -> None:
     job, defaults = definition("JobFile"), definition("JobFields")
-    from_model = {field.name for field in dataclasses.fields(Job)} - {"name", "retry"}
+    from_model = {field.name for field in dataclasses.fields(Job)} - {"name", "retry", "target"}
     retry = {"retries", "retry_delay", "retry_backoff", "retry_max_delay"}
+    targets = {"http", "celery", "rq", "amqp"}
 
-    assert set(job["properties"]) == from_model | retry
+    assert set(job["properties"]) == from_model | retry | targets
     assert set(defaults["properties"]) == from_model - {"schedule", "command"} | retry
-    assert job["required"] == ["schedule", "command"]
+    assert job["required"] == ["schedule"]
+    kinds = ("command", "http", "celery", "rq", "amqp")
+    assert job["oneOf"] == [{"required": [key]} for key in kinds]
 
 
 @pytest.mark.parametrize(

@@ -854,7 +854,7 @@ def snapshot(path: Path) -> dict[str, bytes]:
     [
         (garbage, "not a readable SQLite database (file is not a database)"),
         (garbage_first_page, "not a readable SQLite database (database disk image is malformed)"),
-        (future_version, "schema version 99 is newer than this cronplus knows (2); upgrade"),
+        (future_version, "schema version 99 is newer than this cronplus knows (3); upgrade"),
         (directory, "is a directory, expected the SQLite state database file"),
     ],
     ids=["random-bytes", "garbage-first-page", "newer-schema", "a-directory"],

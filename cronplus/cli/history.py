@@ -148,6 +148,7 @@ def _attempt_row(row: RunResult) -> dict[str, object]:
         "stderr_tail": row.stderr_tail,
         "reason": _reason(row) or None,
         "trigger": None if row.trigger is None else str(row.trigger),
+        "response": row.response or None,
     }
 
 
@@ -173,7 +174,7 @@ def _attempt_cells(row: RunResult) -> list[str]:
         row.exit_code,
         row.duration_s,
         row.trigger,
-        _reason(row),
+        _reason(row) or row.response,
     )
     return [_cell(value) for value in values]
 
@@ -190,7 +191,7 @@ def _run_cells(run: list[RunResult]) -> list[str]:
         last.exit_code,
         round(sum(row.duration_s for row in run), 6),
         first.trigger,
-        _reason(last),
+        _reason(last) or last.response,
     )
     return [_cell(value) for value in values]
 
@@ -203,7 +204,7 @@ def _show_output(rows: list[RunResult], as_json: bool) -> None:
         click.echo(json.dumps(body, indent=2))
         return
     for row in rows:
-        how = f"{row.outcome}, {_reason(row) or how_it_ended(row)}"
+        how = f"{row.outcome}, {_reason(row) or row.response or how_it_ended(row)}"
         started = f", {row.trigger}" if row.trigger is not None else ""
         click.echo(
             f"== {row.run_id} attempt {row.attempt}: {printable(how)}{started},"

@@ -173,9 +173,10 @@ def _print_summaries(at: datetime, summary: list[dict[str, object]], as_json: bo
         click.echo(json.dumps({"at": iso_utc(at), "runs": summary}, indent=2))
     else:
         for row in summary:
+            ended = row.get("response") or f"exit {row['exit_code']}"
             click.echo(
                 f"{row['job']}: {row['outcome']} after {row['attempts']} attempt(s), "
-                f"exit {row['exit_code']}, {row['duration_s']}s (slot {row['scheduled_at']})"
+                f"{ended}, {row['duration_s']}s (slot {row['scheduled_at']})"
             )
         if not summary:
             click.echo(f"nothing is due in the minute of {iso_utc(at)}")
@@ -192,4 +193,5 @@ def _summary(run: SlotRun) -> dict[str, object]:
         "attempts": len(run.results),
         "exit_code": last.exit_code if last else None,
         "duration_s": last.duration_s if last else 0.0,
+        "response": last.response or None if last else None,
     }

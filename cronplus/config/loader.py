@@ -34,7 +34,7 @@ from zoneinfo import ZoneInfo
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from cronplus.config import alerting
+from cronplus.config import alerting, targetfields
 from cronplus.config.errors import report
 from cronplus.config.fields import parse_duration
 from cronplus.config.models import (
@@ -155,6 +155,31 @@ def _check_run_on(values: Values) -> None:
     for loc in places:
         if _has(root, loc):
             values.issue(values.place(loc)[0], loc, why)
+
+
+def _check_targets(values: Values) -> None:
+    """A job has ``command`` or one target block, never two, never none; a target's
+    client library (an extra) must be installed."""
+    root = values.root if isinstance(values.root, dict) else {}
+    jobs = root.get("jobs")
+    for name, raw in jobs.items() if isinstance(jobs, dict) else ():
+        if not isinstance(raw, dict):
+            continue
+        given = [key for key in ("command", *targetfields.KINDS) if key in raw]
+        loc: tuple[str, ...] = ("jobs", name)
+        if not given:
+            why = (
+                "missing key 'command': expected a list of strings (argv) or a string (run"
+                " by the shell), or one target instead: http, celery, rq or amqp"
+            )
+            values.issue(values.place(loc)[0], loc, why)
+        elif len(given) > 1:
+            loc = ("jobs", name, given[1])
+            why = f"a job has one target: {' and '.join(given)} are given; keep one"
+            values.issue(values.place(loc)[0], loc, why)
+        elif given[0] != "command" and (missing := targetfields.client_missing(given[0])):
+            loc = ("jobs", name, given[0])
+            values.issue(values.place(loc)[0], loc, missing)
 
 
 def _check_cluster_driver(values: Values) -> None:
@@ -387,6 +412,9 @@ def _job(
     if "inherit_env" in fields:
         fields["inherit_env"] = tuple(fields["inherit_env"])
     alerting.job_fields(fields)
+    for kind in targetfields.KINDS:
+        if kind in fields:  # _check_targets saw to it that there is one, and no command
+            fields["target"], fields["command"] = targetfields.build(kind, fields.pop(kind)), ""
     for key in _SHARED.intersection(fields):
         fields[key] = shared.setdefault((type(fields[key]), fields[key]), fields[key])
     retry = shared.setdefault((RetryPolicy, retry), retry)
@@ -443,6 +471,7 @@ def loads(
                     report(values, details)
             _check_schedules(values, env)
             _check_run_on(values)
+            _check_targets(values)
             _check_cluster_driver(values)
             _check_alerts(values)
             _check_containment(values, env, euid)

@@ -42,6 +42,7 @@ from cronplus.config.fields import (
     User,
     Zone,
 )
+from cronplus.config.targetfields import KINDS, AmqpFile, CeleryFile, HttpFile, RqFile
 from cronplus.core.model import Catchup, LogFormat, Output, OutputLevel, Overlap, SmtpSecurity
 from cronplus.run import limits
 
@@ -198,12 +199,20 @@ class JobFields(TypedDict, total=False):
     group: Annotated[Group, _doc("With user: this primary group instead of the user's own")]
 
 
-@with_config(_STRICT)
+_ONE_TARGET: Any = {"oneOf": [{"required": [key]} for key in ("command", *KINDS)]}
+
+
+@with_config(ConfigDict(strict=True, extra="forbid", json_schema_extra=_ONE_TARGET))
 class JobFile(JobFields, total=False):
-    """One job: a schedule, a command, and any field that overrides ``defaults:``."""
+    """One job: a schedule, a command or one target (http, celery, rq, amqp), and any
+    field that overrides ``defaults:``."""
 
     schedule: Required[Annotated[Expression, _doc("5 fields, 6 with seconds first, or @daily")]]
-    command: Required[Annotated[Command, _doc("A list is exec'd as argv; a string: shell -c")]]
+    command: Annotated[Command, _doc("A list is exec'd as argv; a string: shell -c")]
+    http: Annotated[HttpFile, _doc("Call an HTTP endpoint instead (docs/targets.md)")]
+    celery: Annotated[CeleryFile, _doc("Send a Celery task instead (the celery extra)")]
+    rq: Annotated[RqFile, _doc("Enqueue an RQ job instead (the rq extra)")]
+    amqp: Annotated[AmqpFile, _doc("Publish to RabbitMQ instead (the amqp extra)")]
 
 
 @with_config(ConfigDict(strict=True, extra="forbid", title="cronplus crontab"))

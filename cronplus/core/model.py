@@ -24,6 +24,8 @@ from enum import StrEnum
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from cronplus.core.targets import Target
+
 
 class Outcome(StrEnum):
     """How one attempt (or one slot that never became an attempt) ended."""
@@ -319,6 +321,8 @@ class Job:
     """Bytes of each stream an attempt's history row keeps: half its head, half its tail."""
     priority: int = 0
     """Under ``max_concurrent``: waiting attempts of a higher priority start first."""
+    target: Target | None = None
+    """What the job sends instead of running ``command`` (``core/targets.py``)."""
 
     def notifiers(self, kind: AlertKind) -> tuple[str, ...]:
         """The notifier names an alert of ``kind`` goes to."""
@@ -421,6 +425,8 @@ class RunResult:
     stderr: str = ""
     trigger: Trigger | None = None
     """How the run started; None in rows older than the column."""
+    response: str = ""
+    """What a target answered (``HTTP 503``, ``task SUCCESS``); empty for a process."""
 
     @property
     def run_id(self) -> str:

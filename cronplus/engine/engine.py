@@ -38,8 +38,16 @@ from cronplus.engine.slotrun import SlotRun
 from cronplus.engine.timetable import JobState, Timetable, compile_job
 from cronplus.observe.logs import EventLog
 from cronplus.run import secrets
-from cronplus.run.runner import ProcessResult, Runner, command_for, kept_text, passed_on
+from cronplus.run.runner import (
+    ProcessResult,
+    Runner,
+    RunningProcess,
+    command_for,
+    kept_text,
+    passed_on,
+)
 from cronplus.state.store import Store
+from cronplus.targets.dispatch import Dispatcher, RunningTarget, secrets_of
 
 ONE_SECOND = timedelta(seconds=1)
 """Slots fall on whole seconds, so two slots of one job are at least this far apart."""
@@ -85,6 +93,7 @@ class Engine:
         rng: random.Random | None = None,
         events: EngineEvents = NO_EVENTS,
         gate: SlotGate | None = None,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
         self.crontab = crontab
         self._gate: SlotGate = gate or LocalGate()
@@ -92,6 +101,7 @@ class Engine:
         self._store = store
         self._in_flight = InFlight(store)
         self._runner = runner
+        self._dispatcher = dispatcher or Dispatcher(env=base_env)
         self._clock = clock
         self._base_env = passed_on(base_env)  # filtered once, copied per attempt
         self._log = log
@@ -312,11 +322,13 @@ class Engine:
             run.waited = True
             delay = self._rng.uniform(0, run.job.jitter.total_seconds())
             await self._sleep_until(self._clock.now() + timedelta(seconds=delay))
+        # A task or message still waiting at the next slot is stale: it expires then.
+        expires = state.schedule.next_after(run.slot) if run.job.target is not None else None
         attempt = 1
         while True:
             run.attempt = attempt
             try:
-                result = await self._attempt(run, attempt)
+                result = await self._attempt(run, attempt, expires=expires)
             except _Fenced:
                 return  # the slot is another's now (the gate logged why)
             stopped = run.stop_as is not None
@@ -344,7 +356,9 @@ class Engine:
         while self._clock.now() < when:
             await self._clock.sleep_until(when, max_seconds=plan.MAX_SLEEP)
 
-    async def _attempt(self, run: SlotRun, attempt: int) -> RunResult:
+    async def _attempt(
+        self, run: SlotRun, attempt: int, *, expires: datetime | None = None
+    ) -> RunResult:
         job = run.job
         slot = Slot(job=job.name, scheduled_at=run.slot)
         if self._limiter.full:
@@ -366,8 +380,13 @@ class Engine:
             if claim is not None and await claim.confirm(attempt, waited=run.waited) is not None:
                 raise _Fenced
             run.started_at = started_at = self._clock.now()
-            command = command_for(job, slot, attempt, self._base_env)
-            process = self._runner.start(command)
+            process: RunningProcess | RunningTarget
+            if job.target is None:
+                process = self._runner.start(command_for(job, slot, attempt, self._base_env))
+            else:
+                process = self._dispatcher.start(
+                    job, slot, attempt, now=started_at, expires=expires
+                )
             process.mask_secrets(hide)
             if run.output is not None:
                 process.send_lines(run.output.attempt(attempt))
@@ -405,7 +424,7 @@ class Engine:
         ``env`` are found once, those of the daemon's environment once for all jobs."""
         known = self._hiders.get(job.name)
         if known is None or known[0] is not job:
-            hide = secrets.Redactor(job.env, base=self._hide_base)
+            hide = secrets.Redactor(job.env, secrets_of(job.target), base=self._hide_base)
             known = self._hiders[job.name] = (job, hide)
         return known[1]
 
@@ -441,6 +460,7 @@ class Engine:
             stdout=kept_text(process.stdout, keep=keep, size=process.stdout_size) if keep else "",
             stderr=kept_text(process.stderr, keep=keep, size=process.stderr_size) if keep else "",
             trigger=run.trigger,
+            response=process.response,
         )
 
     # --- a run that failed inside cronplus --------------------------------------------
@@ -500,6 +520,7 @@ class Engine:
         tasks = [run.task for run in runs if run.task is not None]
         if tasks:
             await asyncio.wait(tasks)
+        self._dispatcher.close()
 
     async def wait_idle(self) -> None:
         """Wait until every run started so far has finished (with its retries)."""

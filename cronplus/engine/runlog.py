@@ -30,6 +30,7 @@ def fields(result: RunResult, *, job: Job) -> dict[str, object]:
         "signal": result.signal,
         "duration_s": result.duration_s,
         "reason": result.reason or None,
+        "response": result.response or None,
     }
 
 
@@ -120,9 +121,10 @@ def log_started(
     out: EventLog, job: Job, slot: Slot, attempt: int, *, pid: int | None, how: Trigger
 ) -> None:
     total = job.retry.retries + 1
+    what = f"pid {pid}" if job.target is None else f"to {job.target.kind}"
     out.info(
         "job_started",
-        f"job {job.name} started (attempt {attempt}/{total}, pid {pid}, {how})",
+        f"job {job.name} started (attempt {attempt}/{total}, {what}, {how})",
         job=job.name,
         run_id=slot.run_id,
         scheduled_at=iso_utc(slot.scheduled_at),
@@ -130,11 +132,13 @@ def log_started(
         max_attempts=total,
         pid=pid,
         trigger=str(how),
+        target=str(job.target.kind) if job.target is not None else None,
     )
 
 
 def log_succeeded(out: EventLog, job: Job, result: RunResult) -> None:
-    out.info("attempt_succeeded", f"job {job.name} succeeded", **fields(result, job=job))
+    answer = f" ({result.response})" if result.response else ""
+    out.info("attempt_succeeded", f"job {job.name} succeeded{answer}", **fields(result, job=job))
 
 
 def log_failure(out: EventLog, job: Job, result: RunResult, *, retry_at: datetime | None) -> None:

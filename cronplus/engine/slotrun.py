@@ -12,6 +12,7 @@ from cronplus.core.model import Job, Outcome, RunResult, Trigger
 from cronplus.engine.admission import SlotClaim
 from cronplus.engine.output import RunOutput
 from cronplus.run.runner import RunningProcess
+from cronplus.targets.dispatch import RunningTarget
 
 
 @dataclass(eq=False)
@@ -24,7 +25,7 @@ class SlotRun:
     output: RunOutput | None = None
     """Where its attempts' lines are logged (None: ``output: discard``)."""
     results: list[RunResult] = field(default_factory=list)
-    process: RunningProcess | None = None
+    process: RunningProcess | RunningTarget | None = None
     stop_as: Outcome | None = None
     """Set when cronplus itself stops this run (shutdown, replace)."""
     stop_reason: str = ""

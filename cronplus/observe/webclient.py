@@ -5,8 +5,9 @@ would hold one until its socket timeout, and enough of them would starve the loo
 default executor. On asyncio streams the caller's ``asyncio.timeout`` ends the whole
 exchange (connect, proxy ``CONNECT``, TLS, request, status line) at once and frees everything.
 
-Only what a notifier needs: one request per connection (``Connection: close``), the status
-and the headers of the answer, never its body. Errors never name the URL's path or query,
+Only what a notifier and an ``http:`` target need: one request per connection
+(``Connection: close``), the status and the headers of the answer, and at most
+``body_limit`` bytes of its body (none for a notifier). Errors never name the URL's path or query,
 which often hold a token (a healthchecks UUID, a chat webhook key), nor a proxy's password.
 
 Proxies come from the environment the caller passes (the daemon's own), read as curl and
@@ -22,9 +23,10 @@ import asyncio
 import base64
 import contextlib
 import ipaddress
+import os
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from urllib.parse import unquote, urlsplit
 
@@ -45,6 +47,8 @@ class Response:
     status: int
     headers: Mapping[str, str]
     """Lower-cased names."""
+    body: bytes = b""
+    """The head of the body, when asked for (``body_limit``)."""
 
     @property
     def ok(self) -> bool:
@@ -189,11 +193,13 @@ def _matches(host: str, name: str) -> bool:
 # --- the exchange -----------------------------------------------------------------------
 
 
-def _request(target: Target, body: bytes, headers: Mapping[str, str], proxy: Proxy | None) -> bytes:
+def _request(
+    method: str, target: Target, body: bytes, headers: Mapping[str, str], proxy: Proxy | None
+) -> bytes:
     # Through a forward proxy the request line carries the absolute URL (RFC 9112 3.2.2).
     where = f"http://{target.host_header}{target.path}" if proxy else target.path
     lines = [
-        f"POST {where} HTTP/1.1",
+        f"{method} {where} HTTP/1.1",
         f"Host: {target.host_header}",
         f"User-Agent: {USER_AGENT}",
         f"Content-Length: {len(body)}",
@@ -218,6 +224,20 @@ async def post(
     """POST ``body`` and return the answer's status and headers, through the proxy ``env``
     names if any. Put it under ``asyncio.timeout``: nothing here waits for less than
     forever on its own."""
+    return await request("POST", url, body, env=env, headers=headers, ssl_context=ssl_context)
+
+
+async def request(
+    method: str,
+    url: str,
+    body: bytes,
+    *,
+    env: Mapping[str, str],
+    headers: Mapping[str, str] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    body_limit: int = 0,
+) -> Response:
+    """``post`` with any method, and the first ``body_limit`` bytes of the answer's body."""
     target = parse_url(url)
     proxy = proxy_for(target, env)
     context = (ssl_context or ssl.create_default_context()) if target.tls else None
@@ -228,9 +248,11 @@ async def post(
         if proxy is not None and context is not None:
             await _tunnel(reader, writer, target, proxy)
             await writer.start_tls(context, server_hostname=target.host)
-        writer.write(_request(target, body, headers or {}, forward))
+        writer.write(_request(method, target, body, headers or {}, forward))
         await writer.drain()
         answer = await _read_head(reader)
+        if body_limit > 0 and method != "HEAD":
+            answer = replace(answer, body=await _read_body(reader, answer, body_limit))
     except OSError as error:
         raise HttpError(f"connection to {where} failed: {_why(error)}") from None
     except ValueError:  # StreamReader's answer to a line past its 64 KiB limit
@@ -298,6 +320,29 @@ async def _read_head(reader: asyncio.StreamReader) -> Response:
     return Response(status=int(fields[1]), headers=headers)
 
 
+async def _read_body(reader: asyncio.StreamReader, head: Response, limit: int) -> bytes:
+    """Up to ``limit`` bytes of the body: by its length, its chunks, or until the close."""
+    if head.headers.get("transfer-encoding", "").lower().endswith("chunked"):
+        parts: list[bytes] = []
+        size = 0
+        while size < limit:
+            line = await reader.readline()
+            length = int(line.split(b";")[0].strip() or b"0", 16)
+            if length == 0:
+                break
+            part = await reader.readexactly(length)
+            parts.append(part)
+            size += len(part)
+            await reader.readline()  # the CRLF after the chunk
+        return b"".join(parts)[:limit]
+    given = head.headers.get("content-length", "")
+    want = min(int(given), limit) if given.isdigit() else limit
+    try:
+        return await reader.readexactly(want)
+    except asyncio.IncompleteReadError as short:  # closed early: what came is the body
+        return short.partial
+
+
 def _basic(username: str | None, password: str | None) -> str | None:
     if username is None:
         return None
@@ -310,4 +355,11 @@ def _authority(host: str, port: int) -> str:
 
 
 def _why(error: OSError) -> str:
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"TLS certificate verify failed: {error.verify_message}"
+    if isinstance(error, ssl.SSLError):
+        return f"TLS: {error.reason or error}"
+    # asyncio's failed connect carries "Connect call failed (ADDRESS)" as its strerror.
+    if error.errno:
+        return os.strerror(error.errno)
     return error.strerror or type(error).__name__

@@ -95,6 +95,8 @@ class ProcessResult:
     """Bytes the job wrote on stdout in all, kept or not."""
     stderr_size: int = 0
     """The limit the attempt hit (``memory``, ``cpu_time``, ...), if it hit one."""
+    response: str = ""
+    """A target's answer (``HTTP 200``, ``confirmed``, a task's state); a process: empty."""
 
     @property
     def stderr_tail(self) -> str:

@@ -74,6 +74,10 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE history ADD COLUMN trigger TEXT NOT NULL DEFAULT ''",
         ),
     ),
+    Migration(
+        summary="what a target answered",
+        statements=("ALTER TABLE history ADD COLUMN response TEXT NOT NULL DEFAULT ''",),
+    ),
 )
 """Schema versions in order: applying ``MIGRATIONS[n-1]`` takes ``user_version`` to n."""
 
@@ -104,11 +108,15 @@ _NOT_FAILED = tuple(outcome.value for outcome in NOT_FAILED)
 
 _COLUMNS = (
     "job, scheduled_at, attempt, started_at, finished_at, outcome, exit_code, signal,"
-    " duration_s, stderr_tail, reason, stdout, stderr, trigger"
+    " duration_s, stderr_tail, reason, stdout, stderr, trigger, response"
 )
-_INSERT_HISTORY = f"INSERT INTO history (run_id, {_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-_OLD_COLUMNS = _COLUMNS.replace("stdout, stderr, trigger", "'', '', ''")
-"""What a reader selects from a version 1 file: it has no output or trigger columns."""
+_INSERT_HISTORY = f"INSERT INTO history (run_id, {_COLUMNS}) VALUES ({', '.join('?' * 16)})"
+_OLD_COLUMNS = {
+    1: _COLUMNS.replace("stdout, stderr, trigger, response", "'', '', '', ''"),
+    2: _COLUMNS.replace("response", "''"),
+}
+"""What a reader selects from an older file: version 1 has no output, trigger or response
+columns, version 2 no response."""
 _TRIM_HISTORY = (
     "DELETE FROM history WHERE job = ?1 AND id IN (SELECT id FROM history WHERE job = ?1"
     " ORDER BY finished_at DESC, id DESC LIMIT -1 OFFSET ?2)"
@@ -139,7 +147,7 @@ def _history_params(result: RunResult) -> tuple[object, ...]:
 
 
 def _history_query(
-    *, job: str | None, failed_only: bool, run_id: str | None = None, old: bool = False
+    *, job: str | None, failed_only: bool, run_id: str | None = None, version: int = 0
 ) -> str:
     where = ["job = :job"] if job is not None else []
     if run_id is not None:
@@ -147,7 +155,7 @@ def _history_query(
     if failed_only:
         where.append(f"outcome NOT IN {_NOT_FAILED!r}")
     clause = f" WHERE {' AND '.join(where)}" if where else ""
-    columns = _OLD_COLUMNS if old else _COLUMNS
+    columns = _OLD_COLUMNS.get(version, _COLUMNS)
     return f"SELECT {columns} FROM history{clause} ORDER BY finished_at DESC, id DESC LIMIT :n"
 
 
@@ -222,7 +230,7 @@ class SqliteStore:
     ) -> None:
         self._path = path
         self._db = db
-        self._old = version < SCHEMA_VERSION  # read-only: no output or trigger columns
+        self._version = version  # read-only and older: fewer history columns
         self._mutex = threading.Lock()
         self._writers: int | None = None
         self._begun: set[int] = set()
@@ -355,7 +363,9 @@ class SqliteStore:
             raise ValueError(f"limit (history rows) must be 0 or more, got {limit}")
         if run_id is not None:  # JOB@INSTANT: the job's index finds it
             job = run_id.rpartition("@")[0]
-        query = _history_query(job=job, failed_only=failed_only, run_id=run_id, old=self._old)
+        query = _history_query(
+            job=job, failed_only=failed_only, run_id=run_id, version=self._version
+        )
         params = {"job": job, "n": limit, "run_id": run_id}
         with self._using("reading history"):
             rows = self._db.execute(query, params).fetchall()
@@ -457,7 +467,7 @@ class SqliteStore:
 
     def _result(self, row: tuple[Any, ...]) -> RunResult:
         job, scheduled, attempt, started, finished, outcome, code, sig, secs, tail, why = row[:11]
-        stdout, stderr, trigger = row[11:]
+        stdout, stderr, trigger, response = row[11:]
         return RunResult(
             job=job,
             scheduled_at=from_micros(scheduled),
@@ -473,6 +483,7 @@ class SqliteStore:
             stdout=stdout,
             stderr=stderr,
             trigger=Trigger(trigger) if trigger else None,
+            response=response,
         )
 
 

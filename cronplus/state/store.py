@@ -133,6 +133,7 @@ def history_values(
         result.stdout,
         result.stderr,
         "" if result.trigger is None else result.trigger.value,
+        result.response,
     )
 
 

@@ -99,6 +99,10 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE history ADD COLUMN trigger text NOT NULL DEFAULT ''",
         ),
     ),
+    Migration(
+        summary="what a target answered",
+        statements=("ALTER TABLE history ADD COLUMN response text NOT NULL DEFAULT ''",),
+    ),
 )
 """Schema versions in order: applying ``MIGRATIONS[n-1]`` takes the version to n."""
 
@@ -236,12 +240,13 @@ def _closing(conn: psycopg.Connection[tuple[Any, ...]]) -> Iterator[psycopg.Conn
 
 HISTORY_COLUMNS = (
     "job, scheduled_at, attempt, started_at, finished_at, outcome, exit_code, signal,"
-    " duration_s, stderr_tail, reason, stdout, stderr, trigger"
+    " duration_s, stderr_tail, reason, stdout, stderr, trigger, response"
 )
 INSERT_HISTORY = (
     "INSERT INTO history (run_id, job, scheduled_at, attempt, started_at, finished_at,"
     " outcome, exit_code, signal, duration_s, stderr_tail, reason, stdout, stderr, trigger,"
-    " node) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " response, node) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+    " %s, %s)"
 )
 TRIM_HISTORY = (
     "DELETE FROM history WHERE id IN (SELECT id FROM history WHERE job = %(job)s"
@@ -270,7 +275,7 @@ def history_params(result: RunResult, *, node: str = "") -> tuple[object, ...]:
 
 def result_of(row: tuple[Any, ...]) -> RunResult:
     job, scheduled, attempt, started, finished, outcome, code, sig, secs, tail, why = row[:11]
-    stdout, stderr, trigger = row[11:14]
+    stdout, stderr, trigger, response = row[11:15]
     return RunResult(
         job=job,
         scheduled_at=utc(scheduled),
@@ -286,6 +291,7 @@ def result_of(row: tuple[Any, ...]) -> RunResult:
         stdout=stdout,
         stderr=stderr,
         trigger=Trigger(trigger) if trigger else None,
+        response=response,
     )
 
 
