@@ -7,13 +7,15 @@
 #               21's faults over a private server (initdb, and libfaketime from Debian's
 #               faketime; about 4.5 minutes)
 #   make test-bench  the bench/ scripts in their quick modes (tests marked bench; 1 minute)
+#   make test-brokers  the installed daemon's Celery, RQ and AMQP targets across a restart,
+#               on the Redis and RabbitMQ of 127.0.0.1 (tests marked brokers; 30 s)
 #   make bench  cronplus beside yacron and Debian cron (root, 60 to 90 minutes)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-systemd test-cluster test-bench lint typecheck pytest bench clean
+.PHONY: run test test-systemd test-cluster test-bench test-brokers lint typecheck pytest bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "cronplus needs Python 3.11+")'
@@ -30,7 +32,7 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/pytest -q -n 2 -m 'not cluster and not bench'
+	$(BIN)/pytest -q -n 2 -m 'not cluster and not bench and not brokers'
 
 test-systemd: $(STAMP)
 	$(BIN)/pytest -q -o timeout=900 tests_systemd
@@ -41,6 +43,9 @@ test-cluster: $(STAMP)
 
 test-bench: $(STAMP)
 	$(BIN)/pytest -q -n 2 -m bench tests
+
+test-brokers: $(STAMP)
+	$(BIN)/pytest -q -n 2 -m brokers tests
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

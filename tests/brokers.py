@@ -31,6 +31,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -45,6 +46,7 @@ __all__ = [
     "RABBITMQ_URL",
     "REDIS_SERVER",
     "REQUIRE_ENV",
+    "Gate",
     "Worker",
     "broker_missing",
     "celery_client",
@@ -573,3 +575,64 @@ def celery_client(broker_url: str, backend_url: str | None = None) -> Iterator[A
         yield app
     finally:
         app.close()
+
+
+# -- a broker that refuses -------------------------------------------------------------------
+
+
+class Gate:
+    """A TCP forwarder on 127.0.0.1 to a broker that refuses the first ``refuse``
+    connections (accepts and closes them at once), then forwards every byte both ways:
+    a broker that was down for an attempt, then came back."""
+
+    def __init__(self, host: str, port: int, *, refuse: int) -> None:
+        self.upstream = (host, port)
+        self.refuse = refuse
+        self.refused = 0
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._server.getsockname()[1])
+        self._closed = False
+        self._sockets: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def url(self, url: str) -> str:
+        """``url`` (its user, password and path) pointed at the gate instead."""
+        parts = urlsplit(url)
+        userinfo = parts.netloc.rpartition("@")[0]
+        netloc = f"{userinfo}@127.0.0.1:{self.port}" if userinfo else f"127.0.0.1:{self.port}"
+        return parts._replace(netloc=netloc).geturl()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            if self.refused < self.refuse:
+                self.refused += 1
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            self._sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self._closed = True
+        self._server.close()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.close()

@@ -36,10 +36,12 @@ def clean_env(tmp_path: Path) -> dict[str, str]:
 class Cronplus:
     """Runs the installed ``cronplus`` against one crontab in a temporary folder."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, script: Callable[[], Path] = installed.script) -> None:
         self.dir = tmp_path
         self.config = tmp_path / "crontab.yaml"
         self.env = clean_env(tmp_path)
+        self.script = script
+        """Which installation's ``cronplus``: ``installed.targets_script`` has every extra."""
 
     def write(self, text: str) -> Path:
         tmp = self.config.with_suffix(".tmp")
@@ -49,7 +51,7 @@ class Cronplus:
 
     def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(installed.script()), "-c", str(self.config), *args],
+            [str(self.script()), "-c", str(self.config), *args],
             capture_output=True,
             text=True,
             env=self.env,
@@ -76,7 +78,7 @@ class Daemon:
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(
             [
-                str(installed.script()),
+                str(cp.script()),
                 "-c",
                 str(cp.config),
                 "--log-format",

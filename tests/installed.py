@@ -56,14 +56,17 @@ def source_copy(dest: Path) -> Path:
     return dest
 
 
+EXTRAS = "cluster,celery,rq,amqp"
+
+
 @functools.cache
 def wheelhouse() -> Path:
-    """A folder with cronplus's wheel and the wheels of everything it and its ``cluster``
-    extra need, built once per process."""
+    """A folder with cronplus's wheel and the wheels of everything it and its extras
+    (``cluster``, and the targets' ``celery``, ``rq``, ``amqp``) need, built once per process."""
     scratch = _scratch("cronplus-wheels-")
     source = source_copy(scratch / "src")
     wheels = scratch / "wheels"
-    _pip("wheel", "--no-build-isolation", "--wheel-dir", str(wheels), f"{source}[cluster]")
+    _pip("wheel", "--no-build-isolation", "--wheel-dir", str(wheels), f"{source}[{EXTRAS}]")
     return wheels
 
 
@@ -93,6 +96,13 @@ def script() -> Path:
     """The ``cronplus`` console script of one installation with the ``cluster`` extra,
     shared by the end-to-end tests of this process."""
     return new_venv(_scratch("cronplus-venv-") / "venv", "cronplus[cluster]") / "cronplus"
+
+
+@functools.cache
+def targets_script() -> Path:
+    """The ``cronplus`` console script of an installation with every extra: the daemon the
+    broker targets' tests run."""
+    return new_venv(_scratch("cronplus-venv-") / "venv", f"cronplus[{EXTRAS}]") / "cronplus"
 
 
 def python() -> Path:

@@ -4,36 +4,28 @@ for, a proxy from the environment, the signature, secrets masked, and the file's
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import importlib.util
 import json
 import ssl
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import Cronplus
 from loopback import HttpRecorder, make_certificate
+from targetrun import T0, run_slot, target_job
 
-from cronplus.clock import FakeClock
 from cronplus.config import targetfields
 from cronplus.config.loader import loads
-from cronplus.core.model import ConfigError, Crontab, Job, Outcome, RetryPolicy, RunResult, Settings
+from cronplus.core.model import ConfigError, Job, Outcome
 from cronplus.core.targets import HttpTarget, Signature
-from cronplus.engine.engine import Engine
-from cronplus.observe.logs import EventLog
-from cronplus.run.runner import Runner
 from cronplus.run.secrets import Secret
 from cronplus.state.sqlite import SqliteStore
 from cronplus.targets import httpcall
 
-S = timedelta(seconds=1)
-T0 = datetime(2026, 1, 1, 7, 0, tzinfo=UTC)
 RUN_ID = "hook@2026-01-01T07:00:00Z"
 
 
@@ -52,39 +44,8 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
 
 
 def http_job(url: str, *, retries: int = 0, timeout: float | None = None, **http: object) -> Job:
-    return Job(
-        name="hook",
-        schedule="0 7 * * *",
-        timezone=ZoneInfo("UTC"),
-        command="",
-        retry=RetryPolicy(retries=retries, delay=S),
-        timeout=None if timeout is None else timedelta(seconds=timeout),
-        target=HttpTarget(url=url, **http),  # type: ignore[arg-type]
-    )
-
-
-def run(
-    tmp_path: Path, store: SqliteStore, job: Job, env: Mapping[str, str] | None = None
-) -> list[RunResult]:
-    """One slot of ``job`` through the engine, on a fake clock; its rows, oldest first."""
-    tab = Crontab(path=tmp_path / "c.yaml", settings=Settings(state=store._path), jobs=(job,))
-    clock = FakeClock(T0)
-
-    async def scenario() -> None:
-        eng = Engine(
-            tab,
-            store=store,
-            runner=Runner(drain_grace=0.2),
-            clock=clock,
-            base_env=dict(env or {}),
-            log=EventLog(),
-        )
-        eng.start_slots([(job, T0)], now=clock.now())
-        await eng.wait_idle()
-        await eng.shutdown(S)
-
-    asyncio.run(scenario())
-    return list(reversed(store.history(job=job.name)))
+    target = HttpTarget(url=url, **http)  # type: ignore[arg-type]
+    return target_job(target, retries=retries, timeout=timeout)
 
 
 def test_a_2xx_succeeds_and_the_request_carries_the_slot_and_its_signature(
@@ -96,7 +57,7 @@ def test_a_2xx_succeeds_and_the_request_carries_the_slot_and_its_signature(
         headers={"X-Team": "ops"},
         signature=Signature(key="k3y-for-hmac"),
     )
-    (row,) = run(tmp_path, store, job)
+    (row,) = run_slot(tmp_path, store, job)
     assert (row.outcome, row.response, row.exit_code) == (Outcome.SUCCEEDED, "HTTP 200", None)
     assert row.stdout == "OK"  # the body, kept as the attempt's output
     (request,) = server.requests
@@ -118,7 +79,7 @@ def test_a_5xx_then_a_2xx_is_one_retry_with_the_same_idempotency_key(
     tmp_path: Path, store: SqliteStore, server: HttpRecorder
 ) -> None:
     server.statuses = [503]
-    rows = run(tmp_path, store, http_job(server.url, retries=2, method="PUT"))
+    rows = run_slot(tmp_path, store, http_job(server.url, retries=2, method="PUT"))
     assert [(r.attempt, r.outcome, r.response) for r in rows] == [
         (1, Outcome.FAILED, "HTTP 503"),
         (2, Outcome.SUCCEEDED, "HTTP 200"),
@@ -135,7 +96,7 @@ def test_success_codes_replace_the_2xx_rule(
     tmp_path: Path, store: SqliteStore, server: HttpRecorder
 ) -> None:
     server.statuses = [200]
-    (row,) = run(tmp_path, store, http_job(server.url, success_codes=frozenset({202})))
+    (row,) = run_slot(tmp_path, store, http_job(server.url, success_codes=frozenset({202})))
     assert (row.outcome, row.reason) == (
         Outcome.FAILED,
         "the server answered HTTP 200, expected 202",
@@ -146,7 +107,7 @@ def test_a_server_that_hangs_past_the_timeout_is_timed_out(
     tmp_path: Path, store: SqliteStore, server: HttpRecorder
 ) -> None:
     server.mode = "hang"
-    (row,) = run(tmp_path, store, http_job(server.url, timeout=0.5))
+    (row,) = run_slot(tmp_path, store, http_job(server.url, timeout=0.5))
     assert (row.outcome, row.reason) == (Outcome.TIMED_OUT, "no answer within 0.5s")
     assert 0.5 <= row.duration_s < 5
     assert len(server.requests) == 1
@@ -155,7 +116,7 @@ def test_a_server_that_hangs_past_the_timeout_is_timed_out(
 def test_no_server_at_all_fails_with_why(tmp_path: Path, store: SqliteStore) -> None:
     from loopback import free_port
 
-    (row,) = run(tmp_path, store, http_job(f"http://127.0.0.1:{free_port()}/x"))
+    (row,) = run_slot(tmp_path, store, http_job(f"http://127.0.0.1:{free_port()}/x"))
     assert row.outcome is Outcome.FAILED
     assert row.reason.startswith("cannot connect to 127.0.0.1:") and "refused" in row.reason
 
@@ -172,10 +133,10 @@ def test_tls_is_verified_against_the_test_ca_and_refused_without_it(
 ) -> None:
     tls, ca = _tls_server(tmp_path)
     try:
-        (trusted,) = run(tmp_path, store, http_job(tls.url, ca_file=str(ca)))
+        (trusted,) = run_slot(tmp_path, store, http_job(tls.url, ca_file=str(ca)))
         assert (trusted.outcome, trusted.response) == (Outcome.SUCCEEDED, "HTTP 200")
         bad = replace(http_job(tls.url), name="unknown-ca")
-        (refused,) = run(tmp_path, store, bad)
+        (refused,) = run_slot(tmp_path, store, bad)
         assert refused.outcome is Outcome.FAILED
         assert "TLS certificate verify failed: self-signed certificate" in refused.reason
         assert len(tls.requests) == 1  # the refused one never sent its request
@@ -187,11 +148,11 @@ def test_the_proxy_comes_from_the_daemons_environment(
     tmp_path: Path, store: SqliteStore, server: HttpRecorder
 ) -> None:
     job = http_job("http://hooks.example.invalid/run", method="GET")
-    (row,) = run(tmp_path, store, job, env={"http_proxy": server.url, "NO_PROXY": "localhost"})
+    (row,) = run_slot(tmp_path, store, job, env={"http_proxy": server.url, "NO_PROXY": "localhost"})
     assert row.outcome is Outcome.SUCCEEDED
     (request,) = server.requests
     assert request.path == "http://hooks.example.invalid/run"  # the proxy's absolute form
-    bypassed = run(
+    bypassed = run_slot(
         tmp_path,
         store,
         replace(job, name="direct"),
@@ -207,7 +168,7 @@ def test_secret_headers_and_keys_never_reach_history(
     token = Secret("tok-9f8e7d6c5b4a")
     server.statuses = [500]
     job = http_job(server.url, headers={"Authorization": f"Bearer {token}"}, body=token)
-    (row,) = run(tmp_path, store, job)
+    (row,) = run_slot(tmp_path, store, job)
     assert server.requests[0].headers["authorization"] == f"Bearer {token}"
     assert row.outcome is Outcome.FAILED
     text = json.dumps([row.reason, row.stdout, row.stderr, row.response])

@@ -4,9 +4,11 @@ extra: pika).
 The message's ``message_id`` is the slot's run id, its headers carry ``cronplus_run_id``,
 ``cronplus_job`` and ``cronplus_attempt``; ``delivery_mode`` 2 (persistent) and
 ``mandatory``: a message no queue takes comes back and fails the attempt, as does a nack.
-A message still unconsumed at the job's next slot expires (``expiration``). pika's
+No expiration is set: a message waits for its consumer as long as the queue keeps it (a
+queue's own ``x-message-ttl`` or policy decides, as RabbitMQ users expect). pika's
 connections are not thread-safe, so one thread of the sender's own publishes them all,
-on one connection and confirming channel per URL, opened again after a failure.
+on one connection and confirming channel per URL, opened again after a failure. The URL
+follows the RabbitMQ URI spec (``/%2F`` is the vhost ``/``); Celery's ``//`` means ``/`` too.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class AmqpSender:
         if found is not None and found[0].is_open and found[1].is_open:
             return found[1]
         self._drop(url)
-        parameters = pika.URLParameters(url)
+        parameters = pika.URLParameters(vhost_url(url))
         parameters.socket_timeout = 10
         parameters.blocked_connection_timeout = 30
         connection = pika.BlockingConnection(parameters)
@@ -61,7 +63,6 @@ class AmqpSender:
             content_type=target.content_type,
             headers=headers,
             timestamp=int(call.sent_at.timestamp()),
-            expiration=_expiration(call),
         )
         try:
             channel = self._channel(target.url)
@@ -100,8 +101,13 @@ class AmqpSender:
         self._thread.shutdown(wait=False)
 
 
-def _expiration(call: Call) -> str | None:
-    if call.expires is None:
-        return None
-    left = (call.expires - call.sent_at).total_seconds()
-    return str(max(1, round(left * 1000)))
+def vhost_url(url: str) -> str:
+    """``url`` as pika reads it: Celery's and kombu's ``//`` (the ``/`` vhost) is
+    ``/%2F`` in the RabbitMQ URI spec, which pika follows (there ``/`` names vhost "")."""
+    head, slashes, rest = url.partition("//")
+    if not slashes:
+        return url
+    authority, _, path = rest.partition("/")
+    if path == "/" or path.startswith("/?"):
+        return f"{head}//{authority}/%2F{path[1:]}"
+    return url

@@ -6,7 +6,8 @@ run; headers ``cronplus_run_id``, ``cronplus_job`` and ``cronplus_attempt`` ride
 Success is the broker's confirm: on AMQP, publisher confirms (``confirm_publish``); on
 Redis, the push. Celery's own publish retries are off: a refused send fails the attempt
 and the job's ``retries`` take over. With ``wait``, the attempt waits for the task's state
-in the result backend and succeeds only on ``SUCCESS``. One app, with its connection
+in the result backend and succeeds only on ``SUCCESS``; a retry, which has the same task
+id, first forgets the result of the try before it. One app, with its connection
 pool, is kept per broker and backend.
 """
 
@@ -36,7 +37,9 @@ class CelerySender:
                     "cronplus", broker=target.broker, backend=target.backend, set_as_current=False
                 )
                 app.conf.update(
-                    broker_transport_options={"confirm_publish": True},
+                    # The broker's confirm, and no reconnecting loop of kombu's own: a
+                    # refused connection fails the attempt, and the job's retries decide.
+                    broker_transport_options={"confirm_publish": True, "max_retries": 0},
                     broker_connection_timeout=10,
                     broker_connection_retry_on_startup=False,
                     task_serializer="json",
@@ -54,10 +57,14 @@ class CelerySender:
             options["queue"] = target.queue
         if target.priority is not None:
             options["priority"] = target.priority
-        if call.expires is not None:
-            options["expires"] = call.expires
+        if call.expires is not None:  # seconds from now: the engine's clock may be --at's
+            options["expires"] = max(1.0, (call.expires - call.sent_at).total_seconds())
 
         def publish() -> Any:
+            if target.wait is not None and call.attempt > 1:
+                # A retry has the same task id: forget the failed try's result first, so
+                # the wait below is for this try's.
+                app.AsyncResult(call.run_id).forget()
             return app.send_task(
                 target.task,
                 args=list(target.args),
