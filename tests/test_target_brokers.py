@@ -143,6 +143,28 @@ def test_an_rq_job_is_enqueued_once_under_its_run_id_after_redis_refused(
     assert records == [{"job_id": ident, "args": [7], "kwargs": {"k": "v"}, "queue": queue_name}]
 
 
+def test_an_rq_retry_requeues_the_job_that_failed_and_waits_for_it(
+    tmp_path: Path, store: SqliteStore, redis_url: str, queue_name: str
+) -> None:
+    with rq_worker(tmp_path, redis_url, queue_name) as worker:
+        target = RqTarget(
+            redis=redis_url,
+            func="brokerjobs.rqjobs.fail_once",
+            queue=queue_name,
+            job_timeout=timedelta(seconds=30),
+            wait=Wait(timeout=timedelta(seconds=15)),
+        )
+        rows = run_slot(tmp_path, store, target_job(target, retries=1, timeout=40))
+        records = wait_recorded(worker.record, 2)
+    ident = rqjob.job_id(RUN_ID)
+    assert [(r.outcome, r.response) for r in rows] == [
+        (Outcome.FAILED, f"job {ident} failed"),
+        (Outcome.SUCCEEDED, f"job {ident} finished"),
+    ]
+    assert "RuntimeError: brokerjobs.rqjobs.fail_once: first try of" in rows[0].reason
+    assert [r["job_id"] for r in records] == [ident, ident]  # run again, under its id
+
+
 def test_a_second_attempt_of_an_enqueued_rq_job_does_not_enqueue_it_again(
     tmp_path: Path, store: SqliteStore, redis_url: str, queue_name: str
 ) -> None:

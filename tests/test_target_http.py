@@ -165,14 +165,15 @@ def test_the_proxy_comes_from_the_daemons_environment(
 def test_secret_headers_and_keys_never_reach_history(
     tmp_path: Path, store: SqliteStore, server: HttpRecorder
 ) -> None:
-    token = Secret("tok-9f8e7d6c5b4a")
+    token = Secret("tok-9f8e7d6c5b4a")  # as from_env gives it
     server.statuses = [500]
-    job = http_job(server.url, headers={"Authorization": f"Bearer {token}"}, body=token)
+    headers = {"Authorization": "Bearer plain-text-credential", "X-Token": token}
+    job = http_job(server.url, headers=headers, body=f"Bearer {token} plain-text-credential")
     (row,) = run_slot(tmp_path, store, job)
-    assert server.requests[0].headers["authorization"] == f"Bearer {token}"
+    assert server.requests[0].headers["x-token"] == token
     assert row.outcome is Outcome.FAILED
     text = json.dumps([row.reason, row.stdout, row.stderr, row.response])
-    assert "tok-9f8e7d6c5b4a" not in text
+    assert "tok-9f8e7d6c5b4a" not in text and "plain-text-credential" not in text
 
 
 def test_the_signature_a_receiver_can_check() -> None:
@@ -226,6 +227,18 @@ jobs:
         (
             '    http: {url: "https://h.example/", method: BREW}\n',
             "c.yaml:4:47: jobs.j.http.method:",
+        ),
+        (
+            '    http: {url: "https://h.example/", headers: {X-A: "1\\r\\nX-B: 2"}}\n',
+            "jobs.j.http.headers.X-A: a header value must be one line (no CR, LF or NUL)",
+        ),
+        (
+            '    http: {url: "https://h.example/", headers: {"X A": "1"}}\n',
+            "jobs.j.http.headers.X A",
+        ),
+        (
+            '    celery: {broker: "redis://r/0", task: t, wait: {timeout: 5s}}\n',
+            "jobs.j.celery.wait: wait needs backend: the result backend",
         ),
         (
             '    rq: {redis: "http://r/", func: f}\n',

@@ -180,6 +180,9 @@ def _check_targets(values: Values) -> None:
         elif given[0] != "command" and (missing := targetfields.client_missing(given[0])):
             loc = ("jobs", name, given[0])
             values.issue(values.place(loc)[0], loc, missing)
+        elif given[0] == "celery" and (problem := targetfields.celery_problem(raw["celery"])):
+            loc = ("jobs", name, "celery", "wait")
+            values.issue(values.place(loc)[0], loc, problem)
 
 
 def _check_cluster_driver(values: Values) -> None:

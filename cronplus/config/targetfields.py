@@ -20,7 +20,7 @@ from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
 from cronplus.config import alerting
-from cronplus.config.fields import Duration, EnvName, EnvValue, FilePath, Positive
+from cronplus.config.fields import EnvName, EnvValue, FilePath, Positive
 from cronplus.core.targets import (
     AmqpTarget,
     CeleryTarget,
@@ -103,6 +103,27 @@ HttpUrl = Annotated[str, PlainValidator(_http_url), _URL_SCHEMA]
 CeleryBroker = Annotated[str, _broker("celery"), _URL_SCHEMA]
 RedisUrl = Annotated[str, _broker("rq"), _URL_SCHEMA]
 AmqpUrl = Annotated[str, _broker("amqp"), _URL_SCHEMA]
+
+
+def _header_value(value: object, info: ValidationInfo) -> str:
+    """A header value: Latin-1 text on one line (a CR or LF would start a new header)."""
+    found = _text(value, info)
+    try:
+        found.encode("latin-1")
+    except UnicodeEncodeError:
+        raise PydanticCustomError("header", "a header value must be Latin-1 text") from None
+    if any(char in found for char in "\r\n\x00"):
+        raise PydanticCustomError("header", "a header value must be one line (no CR, LF or NUL)")
+    return found
+
+
+HeaderName = Annotated[str, Field(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")]
+"""An HTTP token (RFC 9110): what a header's name may be."""
+HeaderValue = Annotated[
+    str,
+    PlainValidator(_header_value),
+    WithJsonSchema({"anyOf": [{"type": "string", "pattern": "^[^\r\n]*$"}, *_SOURCES]}),
+]
 Name = Annotated[str, Field(min_length=1, max_length=255)]
 Json = Any  # args and kwargs: JSON values, as YAML gives them
 StatusCode = Annotated[int, Field(ge=100, le=599)]
@@ -134,7 +155,9 @@ class HttpFile(TypedDict, total=False):
 
     url: Required[Annotated[HttpUrl, _doc("http:// or https://; may be from_env")]]
     method: Annotated[Literal["GET", "POST", "PUT", "PATCH", "DELETE"], _doc("", "POST")]
-    headers: Annotated[dict[EnvName, EnvValue], _doc("Request headers; values may be secrets")]
+    headers: Annotated[
+        dict[HeaderName, HeaderValue], _doc("Request headers; values may be secrets")
+    ]
     body: Annotated[EnvValue, _doc("The request body (JSON, form, text)", "")]
     timeout: Annotated[Positive, _doc("The request's deadline; default: the job's, else 30s")]
     success_codes: Annotated[list[StatusCode], Field(min_length=1), _doc("Statuses that succeed")]
@@ -151,7 +174,7 @@ class CeleryFile(TypedDict, total=False):
     task: Required[Annotated[Name, _doc("The task's registered name")]]
     args: Annotated[list[Json], _doc("Positional arguments (JSON values)", [])]
     kwargs: Annotated[dict[str, Json], _doc("Keyword arguments (JSON values)", {})]
-    queue: Annotated[Name, _doc("The queue; default: the task's route")]
+    queue: Annotated[Name, _doc("The queue; default: Celery's default queue, celery")]
     priority: Annotated[int, Field(ge=0, le=255), _doc("The message priority")]
     backend: Annotated[CeleryBroker, _doc("Result backend, for wait")]
     wait: Annotated[WaitFile, _doc("Wait for the task's result (needs backend)")]
@@ -166,7 +189,7 @@ class RqFile(TypedDict, total=False):
     queue: Annotated[Name, _doc("The queue", "default")]
     args: Annotated[list[Json], _doc("Positional arguments", [])]
     kwargs: Annotated[dict[str, Json], _doc("Keyword arguments", {})]
-    timeout: Annotated[Duration, _doc("RQ's job_timeout: the worker's limit for the job")]
+    timeout: Annotated[Positive, _doc("RQ's job timeout: the worker's limit for the job")]
     wait: Annotated[WaitFile, _doc("Wait for the job to finish")]
 
 
@@ -178,8 +201,15 @@ class AmqpFile(TypedDict, total=False):
     exchange: Annotated[str, _doc("The exchange; empty: the default exchange", "")]
     routing_key: Required[Annotated[str, _doc("The routing key (the queue, on the default)")]]
     body: Annotated[EnvValue, _doc("The message body", "")]
-    headers: Annotated[dict[EnvName, EnvValue], _doc("Message headers")]
+    headers: Annotated[dict[HeaderName, HeaderValue], _doc("Message headers")]
     content_type: Annotated[Name, _doc("The content type", "application/json")]
+
+
+def celery_problem(block: object) -> str | None:
+    """``wait`` reads the task's state from a result backend: it needs ``backend``."""
+    if isinstance(block, dict) and "wait" in block and "backend" not in block:
+        return "wait needs backend: the result backend the task's state is read from"
+    return None
 
 
 def client_missing(kind: str) -> str | None:

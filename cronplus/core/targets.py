@@ -20,7 +20,7 @@ from enum import StrEnum
 
 
 class TargetKind(StrEnum):
-    """The ``kind`` column of ``list --json`` and what ``job_started`` lines name."""
+    """What ``job_started`` lines name (its ``target`` field)."""
 
     COMMAND = "command"
     HTTP = "http"

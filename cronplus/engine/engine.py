@@ -322,7 +322,7 @@ class Engine:
             run.waited = True
             delay = self._rng.uniform(0, run.job.jitter.total_seconds())
             await self._sleep_until(self._clock.now() + timedelta(seconds=delay))
-        # A task or message still waiting at the next slot is stale: it expires then.
+        # A Celery task or RQ job still queued at the next slot is stale: it expires then.
         expires = state.schedule.next_after(run.slot) if run.job.target is not None else None
         attempt = 1
         while True:

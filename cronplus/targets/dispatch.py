@@ -65,8 +65,9 @@ def _load(kind: TargetKind) -> Sender:
 
 def secrets_of(target: Target | None) -> dict[str, str]:
     """The target's strings a ``Redactor`` masks: those the crontab gave as secrets, a
-    URL's password, the signing key, and headers whose names look secret
-    (``Authorization``), as a job's environment would be searched."""
+    URL's password, the signing key, the values of ``Authorization``, ``Proxy-Authorization``
+    and ``Cookie`` headers, and of headers whose names look secret (``X-Api-Key``), as a
+    job's environment would be searched."""
     if target is None:
         return {}
     found: dict[str, str] = {}
@@ -78,11 +79,13 @@ def secrets_of(target: Target | None) -> dict[str, str]:
             if password:
                 found[f"{name} password"] = Secret(password)
     for name, value in getattr(target, "headers", {}).items():
-        found[f"header {name}"] = value
-        found[name] = value
+        found[name] = Secret(value) if name.lower() in _CREDENTIALS else value
     if isinstance(target, HttpTarget) and target.signature is not None:
         found["signing key"] = Secret(target.signature.key)
     return found
+
+
+_CREDENTIALS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 
 def _password(url: str) -> str | None:

@@ -57,9 +57,11 @@ class HttpSender:
         assert isinstance(target, HttpTarget)
         body = target.body.encode()
         headers = headers_for(target, call, body, now=int(call.sent_at.timestamp()))
-        context = (
-            _context(target.verify_tls, target.ca_file) if target.url[:6] == "https:" else None
-        )
+        try:
+            tls = target.url[:6] == "https:"
+            context = _context(target.verify_tls, target.ca_file) if tls else None
+        except (OSError, ssl.SSLError) as error:
+            raise TargetFailed(f"cannot read ca_file {target.ca_file}: {error}") from None
         try:
             answer = await webclient.request(
                 target.method,
@@ -72,8 +74,6 @@ class HttpSender:
             )
         except webclient.HttpError as error:
             raise TargetFailed(str(error)) from None
-        except ssl.SSLError as error:
-            raise TargetFailed(f"TLS failed: {error.reason or error}") from None
         response = f"HTTP {answer.status}"
         good = target.success_codes or range(200, 300)
         if answer.status not in good:

@@ -24,3 +24,13 @@ def record(*args: Any, **kwargs: Any) -> dict[str, Any]:
         out.flush()
         os.fsync(out.fileno())
     return line
+
+
+def fail_once(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """Records every try; the first try of each job id raises, later ones succeed."""
+    line = record(*args, **kwargs)
+    marker = Path(os.environ["CRONPLUS_TEST_RECORD"] + ".failed-" + str(line["job_id"]))
+    if not marker.exists():
+        marker.touch()
+        raise RuntimeError(f"brokerjobs.rqjobs.fail_once: first try of {line['job_id']}")
+    return line
