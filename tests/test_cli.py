@@ -359,6 +359,26 @@ def test_run_job_now_goes_through_the_same_path(cronplus: Cronplus) -> None:
     assert names == ["CRONPLUS_ATTEMPT", "CRONPLUS_JOB", "CRONPLUS_RUN_ID", "CRONPLUS_SCHEDULED_AT"]
 
 
+def test_two_runs_of_a_job_are_two_runs_with_their_own_run_ids(cronplus: Cronplus) -> None:
+    # Found in the first-minutes transcript: `run` and `run --via-daemon` in one second had
+    # one run id (the slot cut to the second), so history showed one run of "2 (of 1)".
+    cronplus.write(
+        """\
+        jobs:
+          quick:
+            schedule: "@yearly"
+            command: "true"
+        """
+    )
+    for _ in range(2):
+        assert cronplus.run("run", "quick").returncode == 0
+    history = cronplus.json("history")
+    assert isinstance(history, list)
+    ids = [row["run_id"] for row in history]
+    assert len(ids) == 2 and len(set(ids)) == 2
+    assert all(row["attempt"] == 1 for row in history)
+
+
 def test_json_logs_have_stable_field_names(cronplus: Cronplus) -> None:
     cronplus.write(
         """\

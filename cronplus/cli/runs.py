@@ -85,12 +85,14 @@ def run_job(
         if reading.crontab is not None:
             select_jobs(reading.crontab, [job_name])  # a typo, with the close name
         answer = reading.ask_daemon({"command": "run", "job": job_name}, timeout=None)
-        _print_summaries(now_utc().replace(microsecond=0), [answer], as_json)
+        _print_summaries(now_utc(), [answer], as_json)
         return
     crontab = ctx.load(config_path)
     ctx.setup_logs(crontab, log_format)
     (job,) = select_jobs(crontab, [job_name])
-    now = now_utc().replace(microsecond=0)
+    # The instant to the microsecond: two runs in one second (or a run in the second of a
+    # scheduled slot) are two runs, each with its own run id, not one run's attempts.
+    now = now_utc()
     runs = _run_slots(crontab, [(job, now)], trigger=Trigger.RUN)
     if (unsent := _unsent(job)) is not None:
         click.echo(unsent, err=True)

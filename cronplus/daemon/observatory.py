@@ -301,7 +301,7 @@ class Observatory:
         if job is None:
             return {"error": f"no such job in {self.path}: {name}"}
         now = self._clock.now()
-        slot = now.replace(microsecond=0)
+        slot = now  # to the microsecond: its own run id, as `cronplus run`'s
         runs = engine.start_slots([(job, slot)], now=now, trigger=Trigger.DAEMON)
         if not runs:
             return _summary(job.name, slot, None, Outcome.SKIPPED_OVERLAP)
