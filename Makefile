@@ -7,8 +7,9 @@
 #               21's faults over a private server (initdb, and libfaketime from Debian's
 #               faketime; about 4.5 minutes)
 #   make test-bench  the bench/ scripts in their quick modes (tests marked bench; 1 minute)
-#   make test-brokers  the installed daemon's Celery, RQ and AMQP targets across a restart,
-#               on the Redis and RabbitMQ of 127.0.0.1 (tests marked brokers; 30 s)
+#   make test-brokers  the Celery, RQ and AMQP targets with real workers, and across a
+#               restart of the installed daemon, on 127.0.0.1's Redis and RabbitMQ (marked
+#               brokers; 40 s)
 #   make bench  cronplus beside yacron and Debian cron (root, 60 to 90 minutes)
 PYTHON ?= python3
 VENV   := .venv

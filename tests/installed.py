@@ -60,13 +60,13 @@ EXTRAS = "cluster,celery,rq,amqp"
 
 
 @functools.cache
-def wheelhouse() -> Path:
-    """A folder with cronplus's wheel and the wheels of everything it and its extras
-    (``cluster``, and the targets' ``celery``, ``rq``, ``amqp``) need, built once per process."""
+def wheelhouse(extras: str = "cluster") -> Path:
+    """A folder with cronplus's wheel and the wheels of everything it and ``extras`` need,
+    built once per process (the targets' ``celery``, ``rq``, ``amqp`` only where asked)."""
     scratch = _scratch("cronplus-wheels-")
     source = source_copy(scratch / "src")
     wheels = scratch / "wheels"
-    _pip("wheel", "--no-build-isolation", "--wheel-dir", str(wheels), f"{source}[{EXTRAS}]")
+    _pip("wheel", "--no-build-isolation", "--wheel-dir", str(wheels), f"{source}[{extras}]")
     return wheels
 
 
@@ -76,18 +76,18 @@ def wheel() -> Path:
     return found
 
 
-def new_venv(dest: Path, requirement: str = "cronplus") -> Path:
+def new_venv(dest: Path, requirement: str = "cronplus", extras: str = "cluster") -> Path:
     """A fresh virtual environment at ``dest`` with ``requirement`` installed from
-    ``wheelhouse()`` alone; its ``bin`` folder."""
+    ``wheelhouse(extras)`` alone; its ``bin`` folder."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(dest)], check=True)
-    add(dest, requirement)
+    add(dest, requirement, extras)
     return dest / "bin"
 
 
-def add(venv: Path, requirement: str) -> None:
+def add(venv: Path, requirement: str, extras: str = "cluster") -> None:
     """Install ``requirement`` (``cronplus[cluster]``, say) into ``venv`` from the wheelhouse."""
     python = str(venv / "bin" / "python")
-    found = str(wheelhouse())
+    found = str(wheelhouse(extras))
     _pip("--python", python, "install", "--no-index", "--find-links", found, requirement)
 
 
@@ -102,7 +102,8 @@ def script() -> Path:
 def targets_script() -> Path:
     """The ``cronplus`` console script of an installation with every extra: the daemon the
     broker targets' tests run."""
-    return new_venv(_scratch("cronplus-venv-") / "venv", f"cronplus[{EXTRAS}]") / "cronplus"
+    venv = _scratch("cronplus-venv-") / "venv"
+    return new_venv(venv, f"cronplus[{EXTRAS}]", EXTRAS) / "cronplus"
 
 
 def python() -> Path:

@@ -21,6 +21,8 @@ from brokers import (
 
 __all__ = ["queue_name", "rabbitmq_url", "redis_url"]  # fixtures of brokers.py
 
+pytestmark = pytest.mark.brokers  # real workers: make test-brokers
+
 
 def test_celery_worker_records_a_task_sent_by_name(
     tmp_path: Path, rabbitmq_url: str, redis_url: str, queue_name: str

@@ -3,9 +3,9 @@
 A real Celery worker on RabbitMQ and a real RQ worker on Redis run each task; RabbitMQ's
 own queue holds the AMQP messages. The tests check that each slot's work ran once, under
 its run id: through a retry after the broker refused (``brokers.Gate``), with ``wait`` for
-the result, and across a restart of the installed daemon (marked ``brokers``: seconds
-long, run by ``make test-brokers``). Where a broker does not answer they skip, saying so;
-CI (``CRONPLUS_REQUIRE_BROKERS=1``) fails them instead.
+the result, and across a restart of the installed daemon (marked ``brokers``: workers and
+daemons take seconds, so ``make test-brokers`` runs them). Where a broker does not answer
+they skip, saying so; CI (``CRONPLUS_REQUIRE_BROKERS=1``) fails them instead.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ from cronplus.state.sqlite import SqliteStore
 from cronplus.targets import amqppublish, rqjob
 
 __all__ = ["queue_name", "rabbitmq_url", "redis_url"]  # the fixtures, for these tests
+
+pytestmark = pytest.mark.brokers  # workers take seconds to start: make test-brokers
 
 RUN_ID = "hook@2026-01-01T07:00:00Z"
 
@@ -275,7 +277,6 @@ def _received(kind: str, worker_record: Path | None, rabbit: str, queue: str) ->
     return [str(r.get("task_id") or r.get("job_id")) for r in records]
 
 
-@pytest.mark.brokers
 @pytest.mark.parametrize("kind", ["celery", "rq", "amqp"])
 def test_every_slot_is_sent_once_under_its_run_id_across_a_daemon_restart(
     tmp_path: Path, rabbitmq_url: str, redis_url: str, queue_name: str, kind: str
