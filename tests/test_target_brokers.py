@@ -293,6 +293,7 @@ def test_every_slot_is_sent_once_under_its_run_id_across_a_daemon_restart(
           tick:
             schedule: "* * * * * *"
             catchup: all
+            overlap: allow              # a slow first send must not skip the next slot
             retries: 2
             retry_delay: 1s
             {_block(kind, rabbitmq_url, redis_url, queue_name)}
