@@ -186,13 +186,14 @@ def _path(value: object, info: ValidationInfo) -> Path:
 def _env_value(value: object, info: ValidationInfo) -> str:
     """A string, or a secret from ``{from_env: NAME}`` or ``{from_file: PATH}``; one the
     kernel would pass to a program (no NUL, at most 128 KiB)."""
-    text = _env_text(value, info)
+    text = env_text(value, info)
     if why := _refused_argument(text, "the value"):
         raise PydanticCustomError("env", why)
     return text
 
 
-def _env_text(value: object, info: ValidationInfo) -> str:
+def env_text(value: object, info: ValidationInfo) -> str:
+    """A string as written, or the secret ``{from_env: NAME}`` / ``{from_file: PATH}`` gives."""
     if isinstance(value, str):
         return value
     if not isinstance(value, dict):

@@ -11,8 +11,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Mapping
 from datetime import timedelta
-from pathlib import Path
-from typing import Annotated, Any, Literal, Required, cast
+from typing import Annotated, Any, Literal, Required
 from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, PlainValidator, ValidationInfo, WithJsonSchema, with_config
@@ -20,7 +19,7 @@ from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
 from cronplus.config import alerting
-from cronplus.config.fields import EnvName, EnvValue, FilePath, Positive
+from cronplus.config.fields import EnvName, EnvValue, FilePath, Positive, env_text
 from cronplus.core.targets import (
     AmqpTarget,
     CeleryTarget,
@@ -55,15 +54,8 @@ _SOURCES = [
 
 
 def _text(value: object, info: ValidationInfo) -> str:
-    if isinstance(value, str):
-        return value.strip()
-    if not isinstance(value, dict):
-        raise PydanticCustomError("string_type", "expected a string")
-    env, folder = cast("tuple[Mapping[str, str], Path]", info.context)
-    try:
-        return secrets.from_source(value, env=env, folder=folder)
-    except ValueError as error:
-        raise PydanticCustomError("env", str(error)) from None
+    """``fields.env_text``, with a string as written stripped of its blanks."""
+    return value.strip() if isinstance(value, str) else env_text(value, info)
 
 
 def _kept(found: str, text: str) -> str:
